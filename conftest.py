@@ -1,0 +1,141 @@
+"""pytest plumbing: one item per (case, backend), `--backend`, marks, and result recording.
+
+    pytest -m gqa_decode --backend tract          # one slice, one backend
+    pytest cases --backend reference -n 2         # the reference column against its oracles
+
+A mismatch fails the item with the metrics in the message; `unsupported` and `unavailable`
+skip with the backend's reason; `error`, `crash` and `timeout` fail.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.marks import MARKS
+
+HERE = Path(__file__).resolve().parent
+_BACKENDS: dict = {}
+_WRITER = None
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("onnx-compat")
+    g.addoption("--backend", action="append", default=None, metavar="NAME",
+                help="backend(s) for conformance cells, repeatable or comma-separated (default: every available one)")
+    g.addoption("--grid", choices=["quick", "full"], default=None, help="case grid (default quick; env ONNX_COMPAT_GRID)")
+    g.addoption("--compat-out", default=None, metavar="DIR",
+                help="append every cell's record to DIR/results-<worker>.jsonl (merge with `onnx-compat report`)")
+    g.addoption("--cell-timeout", type=float, default=120.0, metavar="S", help="per-cell limit for isolated backends")
+
+
+def pytest_configure(config):
+    for name, doc in MARKS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+
+
+def _selected_backends(config) -> list[str]:
+    from harness import backends
+
+    raw = config.getoption("--backend")
+    spec = ",".join(raw) if raw else None
+    try:
+        return backends.parse_list(spec)
+    except KeyError as e:
+        raise pytest.UsageError(f"--backend: {e.args[0]}") from None
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if (file_path.suffix == ".py" and file_path.parent == HERE / "cases" and not file_path.name.startswith("_")):
+        return CaseFamily.from_parent(parent, path=file_path)
+    return None
+
+
+class CellFailed(Exception):
+    def __init__(self, record):
+        super().__init__(record["message"])
+        self.record = record
+
+
+class CaseFamily(pytest.File):
+    def collect(self):
+        from harness.registry import SelectionError, default_grid, family_cases
+
+        try:
+            grid = self.config.getoption("--grid") or default_grid()
+        except SelectionError as e:
+            raise pytest.UsageError(str(e)) from None
+        names = _selected_backends(self.config)
+        for case in family_cases(self.path.stem, grid):
+            for b in names:
+                item = CaseItem.from_parent(self, name=f"{case.id}[{b}]", case=case, backend_name=b)
+                for m in case.marks:
+                    item.add_marker(m)
+                yield item
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, case, backend_name, **kw):
+        super().__init__(**kw)
+        self.case = case
+        self.backend_name = backend_name
+
+    def _backend(self):
+        from harness import backends
+
+        if self.backend_name not in _BACKENDS:
+            b = backends.get(self.backend_name, timeout=self.config.getoption("--cell-timeout"))
+            _BACKENDS[self.backend_name] = (b, b.available(), b.version())
+        return _BACKENDS[self.backend_name]
+
+    def runtest(self):
+        from harness.runner import run_cell
+
+        backend, avail, version = self._backend()
+        rec = run_cell(self.case, backend, availability=avail, version=version)
+        _record(self.config, rec)
+        if rec["status"] == "pass":
+            return
+        if rec["status"] in ("unsupported", "unavailable", "skip"):
+            pytest.skip(f"{rec['status']}: {rec['message'][:500]}")
+        raise CellFailed(rec)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, CellFailed):
+            r = excinfo.value.record
+            m = r["metrics"] or {}
+            keys = ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol", "worst_output", "first_bad_step")
+            metrics = ", ".join(f"{k}={m[k]:.4g}" if isinstance(m.get(k), float) else f"{k}={m[k]}" for k in keys if k in m)
+            tol = r["tolerance"]
+            return (f"{r['status'].upper()}: {self.case.id} on {r['backend']} ({r['backend_version']})\n"
+                    f"  tolerance {tol['profile']}: atol {tol['atol']:g} rtol {tol['rtol']:g} max_nmse {tol['max_nmse']:g}\n"
+                    f"  metrics: {metrics}\n  message: {r['message'][:2000]}\n"
+                    f"  repro: onnx-compat export {self.case.id} --out DIR && sh DIR/repro.sh {r['backend']}")
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+def _record(config, rec):
+    global _WRITER
+    out = config.getoption("--compat-out")
+    if not out:
+        return
+    if _WRITER is None:
+        from harness.results import ResultsWriter
+
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        _WRITER = ResultsWriter(Path(out) / f"results-{worker}.jsonl", resume=True)
+    if (rec["case_id"], rec["backend"]) not in _WRITER.done:
+        _WRITER.append(rec)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for b, _, _ in _BACKENDS.values():
+        b.close()
+    _BACKENDS.clear()
+    if _WRITER is not None:
+        _WRITER.close()

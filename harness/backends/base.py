@@ -1,0 +1,92 @@
+"""The one interface every backend implements (Polygraphy's runner idea).
+
+`prepare` failing means the backend refused the model (-> `unsupported`, its message kept);
+`Session.run` failing means it loaded and then broke (-> `error`). Isolated backends raise
+`Crashed` / `TimedOut` instead when their worker process dies or hangs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnx
+
+
+class Crashed(RuntimeError):
+    """The process running the backend died; the message names the signal or exit code."""
+
+
+class TimedOut(RuntimeError):
+    """The backend gave no answer within the per-cell limit."""
+
+
+class Unsupported(RuntimeError):
+    """The backend refused the model; raised from `run` by backends that only type a model
+    once concrete input shapes are known (tract), so the refusal is not taken for an error."""
+
+
+class ModelRef:
+    """A model as a proto, a file, or both; each form made on first use and kept."""
+
+    def __init__(self, proto: onnx.ModelProto | None = None, path: str | os.PathLike | None = None):
+        if proto is None and path is None:
+            raise ValueError("ModelRef needs a proto or a path")
+        self._proto = proto
+        self._path = Path(path) if path is not None else None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def proto(self) -> onnx.ModelProto:
+        if self._proto is None:
+            self._proto = onnx.load(str(self._path))
+        return self._proto
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="onnx-compat-model-")
+            p = Path(self._tmp.name) / "model.onnx"
+            onnx.save(self._proto, str(p))
+            self._path = p
+        return self._path
+
+    def serialized(self) -> bytes:
+        if self._proto is None and self._path is not None:
+            return self._path.read_bytes()
+        return self.proto.SerializeToString()
+
+
+class Session(ABC):
+    @abstractmethod
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by graph output name."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class Backend(ABC):
+    name: str = ""
+    description: str = ""
+    #: cells of an isolated backend run in a worker process (crash/hang cost one cell)
+    isolated: bool = False
+
+    @abstractmethod
+    def available(self) -> tuple[bool, str]:
+        """(True, "") or (False, why not)."""
+
+    @abstractmethod
+    def version(self) -> str:
+        """Version string recorded in every result (with the settings that change numerics)."""
+
+    @abstractmethod
+    def prepare(self, model: ModelRef) -> Session:
+        ...
+
+    def close(self) -> None:  # noqa: B027
+        pass

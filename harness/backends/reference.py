@@ -1,0 +1,43 @@
+"""The reference runtime, the spec: onnx.reference plus this project's com.microsoft ops."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from .base import Backend, ModelRef, Session
+
+
+class ReferenceSession(Session):
+    def __init__(self, evaluator):
+        self._ev = evaluator
+        self._outputs = list(evaluator.output_names)
+        self._inputs = set(evaluator.input_names)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {k: v for k, v in feeds.items() if k in self._inputs}
+        values = self._ev.run(None, feeds)
+        return dict(zip(self._outputs, values))
+
+
+class Reference(Backend):
+    name = "reference"
+    description = "onnx.reference + onnx-compat's numpy com.microsoft ops (the spec)"
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def version(self) -> str:
+        import onnx
+
+        from .. import __version__
+
+        return f"onnx.reference {onnx.__version__}; onnx-compat refops {__version__}"
+
+    def prepare(self, model: ModelRef) -> Session:
+        from onnx.reference import ReferenceEvaluator
+
+        from ..refops import all_ops
+
+        return ReferenceSession(ReferenceEvaluator(model.proto, new_ops=all_ops()))

@@ -1,0 +1,223 @@
+"""Run any backend in a separate, persistent worker process, so that a crash or a hang costs
+one cell, never the run.
+
+Protocol: one JSON object per line on the worker's stdin / a dedicated pipe back. Tensors
+travel as .npz files in a private temp dir. The worker's stderr goes to a file whose tail is
+kept in a `crash` verdict. After a crash or a timeout the worker is killed and a fresh one is
+started on the next cell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from .base import Backend, Crashed, ModelRef, Session, TimedOut, Unsupported
+
+STDERR_TAIL = 2000
+
+
+def _signal_name(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name} ({-code})"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class WorkerProcess:
+    """A live worker hosting backend `inner` (a registry name)."""
+
+    def __init__(self, inner: str, timeout: float):
+        self.inner = inner
+        self.timeout = timeout
+        self.dir = Path(tempfile.mkdtemp(prefix=f"onnx-compat-{inner}-"))
+        self.proc: subprocess.Popen | None = None
+        self._stderr = None
+        self._n = 0
+
+    def _start(self) -> None:
+        self._stderr = open(self.dir / "stderr.log", "w+b")
+        r, w = os.pipe()
+        env = dict(os.environ, ONNX_COMPAT_WORKER_FD=str(w), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.backends.worker", self.inner],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+            pass_fds=(w,), env=env, cwd=os.getcwd(),
+        )
+        os.close(w)
+        self._reply = os.fdopen(r, "rb")
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.flush()
+        self._stderr.seek(0, os.SEEK_END)
+        size = self._stderr.tell()
+        self._stderr.seek(max(0, size - STDERR_TAIL))
+        return self._stderr.read().decode("utf-8", "replace").strip()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def request(self, msg: dict) -> dict:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        deadline = time.monotonic() + self.timeout
+        fd = self._reply.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise TimedOut(f"no answer from the {self.inner} worker within {self.timeout:g} s "
+                               f"({msg['op']}); worker killed")
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                line = self._reply.readline()
+                if line:
+                    return json.loads(line)
+                code = self.proc.wait()
+                tail = self._stderr_tail()
+                self.proc = None
+                raise Crashed(f"{self.inner} worker {_signal_name(code)} during {msg['op']}"
+                              + (f"; stderr tail: {tail[-800:]}" if tail else ""))
+
+    def next_path(self, stem: str) -> Path:
+        self._n += 1
+        return self.dir / f"{stem}-{self._n}.npz"
+
+    def close(self) -> None:
+        self.kill()
+
+
+def _raise_from(reply: dict) -> None:
+    kind, message = reply.get("kind"), reply.get("message", "")
+    if kind == "unsupported":
+        raise Unsupported(message)
+    raise RuntimeError(message)
+
+
+class IsolatedSession(Session):
+    def __init__(self, worker: WorkerProcess):
+        self.worker = worker
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        fin = self.worker.next_path("in")
+        fout = self.worker.next_path("out")
+        np.savez(fin, **dict(feeds))
+        reply = self.worker.request({"op": "run", "feeds": str(fin), "out": str(fout)})
+        fin.unlink(missing_ok=True)
+        if not reply.get("ok"):
+            _raise_from(reply)
+        with np.load(fout, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+        fout.unlink(missing_ok=True)
+        return {k: out[k] for k in reply["outputs"]}
+
+
+class IsolatedBackend(Backend):
+    """Wraps a registry backend so each of its cells runs in the worker process."""
+
+    isolated = True
+
+    def __init__(self, inner: Backend, timeout: float = 120.0):
+        self.inner = inner
+        self.name = inner.name
+        self.description = inner.description
+        self.timeout = timeout
+        self._worker: WorkerProcess | None = None
+
+    def available(self) -> tuple[bool, str]:
+        return self.inner.available()
+
+    def version(self) -> str:
+        return self.inner.version()
+
+    def prepare(self, model: ModelRef) -> Session:
+        if self._worker is None:
+            self._worker = WorkerProcess(self.inner.name, self.timeout)
+        reply = self._worker.request({"op": "prepare", "model": str(model.path)})
+        if not reply.get("ok"):
+            kind = reply.get("kind")
+            raise Unsupported(reply.get("message", "")) if kind in ("unsupported", "error") else RuntimeError(reply.get("message"))
+        return IsolatedSession(self._worker)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+
+def _serve(name: str) -> None:  # pragma: no cover - runs in the child
+    from . import get
+    from .base import Unsupported as _Unsupported
+
+    out = os.fdopen(int(os.environ["ONNX_COMPAT_WORKER_FD"]), "w")
+    backend = get(name, isolated=False)
+    session: Session | None = None
+
+    def reply(**kw):
+        out.write(json.dumps(kw) + "\n")
+        out.flush()
+
+    for raw in sys.stdin:
+        msg = json.loads(raw)
+        try:
+            if msg["op"] == "prepare":
+                if session is not None:
+                    session.close()
+                session = None
+                try:
+                    session = backend.prepare(ModelRef(path=msg["model"]))
+                except Exception as e:  # noqa: BLE001 - the backend's words are the finding
+                    reply(ok=False, kind="unsupported", message=_describe(e))
+                    continue
+                reply(ok=True)
+            elif msg["op"] == "run":
+                if session is None:
+                    reply(ok=False, kind="error", message="run before a successful prepare")
+                    continue
+                with np.load(msg["feeds"], allow_pickle=False) as z:
+                    feeds = {k: z[k] for k in z.files}
+                try:
+                    result = session.run(feeds)
+                except _Unsupported as e:
+                    reply(ok=False, kind="unsupported", message=_describe(e))
+                    continue
+                except Exception as e:  # noqa: BLE001
+                    reply(ok=False, kind="error", message=_describe(e))
+                    continue
+                np.savez(msg["out"], **{k: np.asarray(v) for k, v in result.items()})
+                reply(ok=True, outputs=list(result))
+        except Exception:  # noqa: BLE001 - protocol failure: report, keep serving
+            reply(ok=False, kind="error", message="worker: " + traceback.format_exc(limit=3))
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return f"{type(e).__name__}: {text}" if not isinstance(e, RuntimeError) else text
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _serve(sys.argv[1])

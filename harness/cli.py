@@ -1,0 +1,250 @@
+"""The `onnx-compat` command line (contract: DESIGN.md, "The command line and the files it writes")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_RUN = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Bad input: one line naming the file or option and the fix."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="onnx-compat", description="Which runtime runs which ONNX LLM export form correctly.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("backends", help="each backend: available or not, why, version")
+    b.add_argument("--json", action="store_true")
+
+    def selection(sp):
+        sp.add_argument("-k", dest="k", metavar="EXPR", help="select cases whose id contains these substrings (pytest -k syntax)")
+        sp.add_argument("-m", dest="m", metavar="MARKEXPR", help="select cases by mark expression (pytest -m syntax)")
+        sp.add_argument("--grid", choices=["quick", "full"], default=None,
+                        help="parameter grid: quick (default, CI) or full (nightly); env ONNX_COMPAT_GRID")
+
+    ls = sub.add_parser("list", help="case ids (with features and marks under --json)")
+    selection(ls)
+    ls.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("run", help="run cases on backends; write results.jsonl, matrix and report")
+    selection(r)
+    r.add_argument("--backends", metavar="a,b", help="comma-separated backends (default: every available one)")
+    r.add_argument("--zoo", choices=["twins", "hub", "none"], default="twins", help="zoo models to include (default twins)")
+    r.add_argument("--out", default="out", metavar="DIR", help="output directory (default ./out)")
+    r.add_argument("--resume", action="store_true", help="continue DIR/results.jsonl, skipping finished cells")
+    r.add_argument("--shard", metavar="I/N", help="run only shard I of N (deterministic partition of cells)")
+    r.add_argument("--jobs", type=int, default=1, metavar="N", help="cases run in N processes (default 1)")
+    r.add_argument("--timeout", type=float, default=120.0, metavar="S", help="per-cell limit for isolated backends (s)")
+    r.add_argument("--isolate", action="store_true", help="run every backend in a worker process, not only tract")
+    r.add_argument("--no-report", action="store_true", help="skip report.html (matrix files are still written)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("export", help="write the repro bundle of one case, without running a backend")
+    e.add_argument("case_id")
+    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--grid", choices=["quick", "full"], default=None)
+
+    rep = sub.add_parser("report", help="merge results (shards) and render matrix.csv/json and report.html")
+    rep.add_argument("results", nargs="+", metavar="RESULTS.jsonl")
+    rep.add_argument("--out", required=True, metavar="DIR")
+    rep.add_argument("--baseline", metavar="RESULTS.jsonl", help="previous results: changes are listed on top")
+
+    c = sub.add_parser("check", help="a bundle dir or a model on every backend; exit 1 unless all pass")
+    c.add_argument("path", metavar="PATH")
+    c.add_argument("--backends", metavar="a,b")
+    c.add_argument("--out", metavar="DIR", help="also write results.jsonl, matrix and report here")
+    c.add_argument("--tolerance", metavar="PROFILE", help="tolerance profile when the bundle has no case.json")
+    c.add_argument("--timeout", type=float, default=120.0, metavar="S")
+
+    be = sub.add_parser("bench", help="time per cell of each backend, as ratios to one baseline, side by side")
+    selection(be)
+    be.add_argument("--backends", metavar="a,b")
+    be.add_argument("--baseline", default="ort-cpu", metavar="BACKEND")
+    be.add_argument("--repeat", type=int, default=3, metavar="N")
+    be.add_argument("--json", action="store_true")
+    return p
+
+
+def _backends(spec: str | None) -> list[str]:
+    from . import backends
+
+    try:
+        return backends.parse_list(spec)
+    except KeyError as e:
+        raise UsageError(f"--backends: {e.args[0]}") from None
+
+
+def _select(args) -> list:
+    from .registry import SelectionError, load_cases, select
+
+    try:
+        cases = select(load_cases(args.grid), args.k, args.m)
+    except SelectionError as e:
+        raise UsageError(str(e)) from None
+    return cases
+
+
+def cmd_backends(args) -> int:
+    from . import backends
+
+    rows = []
+    for n in backends.names():
+        b = backends.get(n, isolated=False)
+        ok, why = b.available()
+        rows.append({"backend": n, "available": ok, "reason": why, "version": b.version() if ok else "",
+                     "isolated": b.isolated, "description": b.description})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return EXIT_OK
+    for r in rows:
+        state = "available  " if r["available"] else "unavailable"
+        detail = r["version"] if r["available"] else r["reason"]
+        print(f"{r['backend']:<14} {state}  {detail}")
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    cases = _select(args)
+    if args.json:
+        print(json.dumps([{"id": c.id, "family": c.family, "features": dict(c.features), "marks": list(c.marks),
+                           "tolerance": c.tolerance} for c in cases], indent=1, default=str))
+    else:
+        for c in cases:
+            print(c.id)
+    print(f"{len(cases)} cases", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from .report import write_report
+    from .results import read_results
+    from .runner import execute, parse_shard
+
+    names = _backends(args.backends)
+    if not names:
+        raise UsageError("--backends: no backend is available; see `onnx-compat backends`")
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: use 1 or more")
+    cases = _select(args)
+    if args.zoo != "none":
+        from .zoo import zoo_cases
+
+        try:
+            cases += [c for c in zoo_cases(args.zoo) if c.id not in {x.id for x in cases}]
+        except FileNotFoundError as e:
+            raise UsageError(str(e)) from None
+        from .registry import select
+
+        cases = select(cases, args.k, args.m)
+    if not cases:
+        raise UsageError("no case matches the selection (-k/-m); see `onnx-compat list`")
+    out = Path(args.out)
+    results = out / "results.jsonl"
+    if results.exists() and not args.resume:
+        raise UsageError(f"{results} exists; pass --resume to continue that run, or choose another --out")
+    print(f"onnx-compat run: {len(cases)} cases × {len(names)} backends ({', '.join(names)}) -> {out}", file=sys.stderr)
+    summary = execute(cases, names, out, resume=args.resume, shard=shard, jobs=args.jobs, isolate=args.isolate,
+                      timeout=args.timeout, grid=args.grid or os.environ.get("ONNX_COMPAT_GRID", "quick"),
+                      progress=not args.quiet)
+    records = read_results(results)
+    if args.no_report:
+        from .matrix import write_matrix
+
+        write_matrix(records, out)
+    else:
+        write_report(records, out)
+    _print_summary(records)
+    print(f"{summary['cells_run']} cells run ({summary['resumed']} resumed) -> {results}, {out / 'matrix.csv'}"
+          + ("" if args.no_report else f", {out / 'report.html'}"), file=sys.stderr)
+    return EXIT_OK
+
+
+def _print_summary(records) -> None:
+    from .matrix import summary
+
+    for b, counts in summary(records).items():
+        print(f"{b:<14} " + "  ".join(f"{s} {n}" for s, n in counts.items()))
+
+
+def cmd_export(args) -> int:
+    from .bundle import write_bundle
+    from .registry import load_cases
+
+    dest = Path(args.out)
+    if dest.exists() and any(dest.iterdir()) and not (dest / "case.json").exists():
+        raise UsageError(f"{dest} exists and is not a bundle; choose an empty or new --out directory")
+    cases = {c.id: c for c in load_cases(args.grid)}
+    if args.case_id not in cases:
+        from .zoo import zoo_cases
+
+        cases.update({c.id: c for c in zoo_cases("twins")})
+    if args.case_id not in cases:
+        close = [c for c in cases if args.case_id in c][:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else "; `onnx-compat list` shows the ids"
+        raise UsageError(f"unknown case id {args.case_id!r}{hint}")
+    case = cases[args.case_id]
+    write_bundle(case, case.build(), dest)
+    print(f"wrote {dest}/ (model.onnx, inputs.npz, expected.npz, case.json, repro.sh)")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .results import ResultsError, merge, read_results
+
+    try:
+        records = merge(args.results)
+        baseline = read_results(args.baseline) if args.baseline else None
+    except ResultsError as e:
+        raise UsageError(str(e)) from None
+    path = write_report(records, args.out, baseline)
+    print(f"{len(records)} cells from {len(args.results)} file(s) -> {path}")
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from .check import check
+
+    names = _backends(args.backends)
+    return check(args.path, names, out=args.out, tolerance=args.tolerance, timeout=args.timeout)
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench
+
+    names = _backends(args.backends)
+    return bench(_select(args), names, baseline=args.baseline, repeat=args.repeat, as_json=args.json)
+
+
+COMMANDS = {"backends": cmd_backends, "list": cmd_list, "run": cmd_run, "export": cmd_export,
+            "report": cmd_report, "check": cmd_check, "bench": cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .bundle import BundleError
+    from .results import ResultsError
+
+    try:
+        return COMMANDS[args.cmd](args)
+    except (UsageError, BundleError, ResultsError, FileExistsError) as e:
+        print(f"onnx-compat {args.cmd}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("onnx-compat: interrupted; results so far are in results.jsonl (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

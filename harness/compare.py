@@ -1,0 +1,161 @@
+"""One error metric family for every backend: tensor metrics against the oracle, and the verdict.
+
+Metrics per output (over the elements the op specifies): max |Δ|, max relative Δ, NMSE
+(Σ(a−b)² / Σb², the llama.cpp metric), cosine, and the smallest tolerance that would have
+passed (Polygraphy's "minimum required tolerance"): `need_atol` at the profile's rtol and
+`need_rtol` at the profile's atol. A NaN/Inf where the oracle is finite is always a mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from .tolerances import Tolerance
+
+TINY = 1e-30
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(np.float64)
+
+
+def tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
+                   mask: np.ndarray | None = None) -> dict[str, Any]:
+    a = _f64(actual).ravel()
+    b = _f64(expected).ravel()
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool).ravel()
+        a, b = a[m], b[m]
+    n = int(b.size)
+    out: dict[str, Any] = {"n": n}
+    fin_b = np.isfinite(b)
+    fin_a = np.isfinite(a)
+    # Non-finite agreement: NaN must match NaN, ±Inf the same signed Inf.
+    same_nonfinite = (~fin_b) & (((np.isnan(b)) & np.isnan(a)) | ((np.isinf(b)) & (a == b)))
+    backend_nonfinite = int(np.count_nonzero(fin_b & ~fin_a))
+    oracle_nonfinite = int(np.count_nonzero(~fin_b & ~same_nonfinite))
+    bad_nonfinite = backend_nonfinite + oracle_nonfinite
+    out["nonfinite_mismatch"] = bad_nonfinite
+    if bad_nonfinite:
+        out["backend_nonfinite"] = backend_nonfinite  # NaN/Inf from the backend, oracle finite
+        out["oracle_nonfinite"] = oracle_nonfinite  # oracle NaN/±Inf, backend something else
+    both = fin_a & fin_b
+    a, b = a[both], b[both]
+    if a.size == 0:
+        out.update(max_abs=0.0, max_rel=0.0, nmse=0.0, cosine=1.0, need_atol=0.0, need_rtol=0.0, bad=bad_nonfinite)
+        return out
+    d = np.abs(a - b)
+    absb = np.abs(b)
+    out["max_abs"] = float(d.max())
+    out["max_rel"] = float((d / np.maximum(absb, TINY)).max())
+    den = float(np.sum(b * b))
+    num = float(np.sum((a - b) ** 2))
+    out["nmse"] = num / den if den > 0 else (0.0 if num == 0 else math.inf)
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    out["cosine"] = float(np.dot(a, b) / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
+    out["need_atol"] = float(max(0.0, (d - tol.rtol * absb).max()))
+    out["need_rtol"] = float(max(0.0, ((d - tol.atol) / np.maximum(absb, TINY)).max()))
+    bad = d > tol.atol + tol.rtol * absb
+    out["bad"] = int(np.count_nonzero(bad)) + bad_nonfinite
+    return out
+
+
+@dataclass
+class Judgement:
+    passed: bool
+    metrics: dict[str, Any]
+    message: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def _summary_keys() -> tuple[str, ...]:
+    return ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol")
+
+
+def judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
+               masks: Mapping[str, np.ndarray], tol: Tolerance) -> Judgement:
+    per_output: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for name, exp in expected.items():
+        if name not in actual:
+            problems.append(f"output {name!r} missing from the backend's results")
+            continue
+        act = np.asarray(actual[name])
+        exp = np.asarray(exp)
+        mask = masks.get(name)
+        if act.shape != exp.shape:
+            if act.size == exp.size and mask is None:
+                problems.append(f"output {name!r} has shape {list(act.shape)}, expected {list(exp.shape)} (compared flattened)")
+                act = act.reshape(exp.shape)
+            else:
+                problems.append(f"output {name!r} has shape {list(act.shape)}, expected {list(exp.shape)}")
+                continue
+        m = tensor_metrics(act, exp, tol, mask)
+        if np.dtype(act.dtype) != np.dtype(exp.dtype) and exp.dtype.kind == act.dtype.kind == "f":
+            m["dtype"] = str(act.dtype)
+        if m.get("backend_nonfinite"):
+            problems.append(f"output {name!r}: {m['backend_nonfinite']} NaN/Inf element(s) where the oracle is finite")
+        if m.get("oracle_nonfinite"):
+            problems.append(f"output {name!r}: {m['oracle_nonfinite']} element(s) where the oracle is NaN/±Inf "
+                            "and the backend gives another value")
+        if m["bad"] > m["nonfinite_mismatch"]:
+            problems.append(f"output {name!r}: {m['bad'] - m['nonfinite_mismatch']}/{m['n']} element(s) outside "
+                            f"atol {tol.atol:g} + rtol {tol.rtol:g} (max |Δ| {m['max_abs']:.3g})")
+        if m["nmse"] > tol.max_nmse:
+            problems.append(f"output {name!r}: NMSE {m['nmse']:.3g} > {tol.max_nmse:g}")
+        per_output[name] = m
+    metrics = aggregate(per_output)
+    return Judgement(passed=not problems, metrics=metrics, problems=problems,
+                     message="; ".join(problems))
+
+
+def aggregate(per_output: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Worst value over outputs at top level (what the matrix shows), each output kept below."""
+    agg: dict[str, Any] = {}
+    if per_output:
+        for k in _summary_keys():
+            vals = [m[k] for m in per_output.values() if k in m]
+            if vals:
+                agg[k] = min(vals) if k == "cosine" else max(vals)
+        worst = max(per_output, key=lambda n: (per_output[n].get("bad", 0), per_output[n].get("nmse", 0.0)))
+        agg["worst_output"] = worst
+    agg["outputs"] = per_output
+    return agg
+
+
+def judge_steps(actual_steps: list[Mapping[str, np.ndarray]], expected_steps: list[Mapping[str, np.ndarray]],
+                mask_steps: list[Mapping[str, np.ndarray]], tol: Tolerance) -> Judgement:
+    if len(expected_steps) == 1:
+        return judge_step(actual_steps[0], expected_steps[0], mask_steps[0], tol)
+    steps = [judge_step(a, e, m, tol) for a, e, m in zip(actual_steps, expected_steps, mask_steps)]
+    metrics: dict[str, Any] = {}
+    for k in _summary_keys():
+        vals = [s.metrics[k] for s in steps if k in s.metrics]
+        if vals:
+            metrics[k] = min(vals) if k == "cosine" else max(vals)
+    metrics["steps"] = [s.metrics for s in steps]
+    problems = [f"step {i}: {p}" for i, s in enumerate(steps) for p in s.problems]
+    first_bad = next((i for i, s in enumerate(steps) if not s.passed), None)
+    if first_bad is not None:
+        metrics["first_bad_step"] = first_bad
+    return Judgement(passed=not problems, metrics=metrics, problems=problems, message="; ".join(problems))
+
+
+def clean_for_json(obj: Any) -> Any:
+    """Floats that JSON cannot hold (NaN/Inf) become strings; numpy scalars become Python ones."""
+    if isinstance(obj, dict):
+        return {str(k): clean_for_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_for_json(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else str(f)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

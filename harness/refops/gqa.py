@@ -1,0 +1,3 @@
+"""com.microsoft.GroupQueryAttention (placeholder until the GQA reference lands)."""
+
+OPS: list[type] = []

@@ -1,0 +1,3 @@
+"""Block-quantised ops (placeholder until the quantised reference lands)."""
+
+OPS: list[type] = []

@@ -1,0 +1,92 @@
+"""report.html: a self-contained page (jinja2, inline CSS/JS, no network) over results.
+
+Every string that comes from a backend, a model or a file goes through jinja2's autoescape;
+data for the filters travels as JSON inside a <script type="application/json"> block with
+'<', '>' and '&' escaped, so no message can close the tag.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from .matrix import backend_order, matrix_json, summary, write_matrix
+from .results import atomic_write_text
+from .verdict import ALL_STATUSES
+
+PACKAGES = ["onnx-compat", "onnx", "onnxruntime", "onnxruntime-gpu", "tract", "numpy", "ml_dtypes", "pandas",
+            "onnxruntime-genai", "torch", "transformers"]
+
+
+def environment() -> dict[str, Any]:
+    versions = {}
+    for p in PACKAGES:
+        try:
+            versions[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "packages": versions}
+
+
+def _safe_json(obj: Any) -> str:
+    s = json.dumps(obj, ensure_ascii=True, allow_nan=False, default=str)
+    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def diff(records: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    before = {(r["case_id"], r["backend"]): r["status"] for r in baseline}
+    changes: dict[str, list[dict[str, Any]]] = {"new_mismatches": [], "new_passes": [], "changed": [], "new_cells": []}
+    for r in records:
+        key = (r["case_id"], r["backend"])
+        old = before.get(key)
+        new = r["status"]
+        entry = {"case_id": key[0], "backend": key[1], "before": old, "after": new}
+        if old is None:
+            changes["new_cells"].append(entry)
+        elif old != new:
+            if new == "mismatch":
+                changes["new_mismatches"].append(entry)
+            elif new == "pass":
+                changes["new_passes"].append(entry)
+            else:
+                changes["changed"].append(entry)
+    return changes
+
+
+def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None,
+           title: str = "onnx-compat report", env: dict[str, Any] | None = None) -> str:
+    jenv = Environment(loader=PackageLoader("harness", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                       trim_blocks=True, lstrip_blocks=True)
+    m = matrix_json(records)
+    order = backend_order(records)
+    families: dict[str, list[dict[str, Any]]] = {}
+    for row in m["rows"]:
+        families.setdefault(row["family"], []).append(row)
+    marks = sorted({mk for row in m["rows"] for mk in row["marks"]})
+    details = {f"{r['case_id']}|{r['backend']}": r for r in records}
+    return jenv.get_template("report.html.j2").render(
+        title=title, backends=order, versions=m["versions"], summary=summary(records), statuses=ALL_STATUSES,
+        families=families, marks=marks, env=env or environment(), n_cells=len(records),
+        diff=diff(records, baseline) if baseline is not None else None,
+        details_json=_safe_json({k: {"metrics": v.get("metrics"), "message": v.get("message"),
+                                     "tolerance": v.get("tolerance"), "version": v.get("backend_version"),
+                                     "repro": v.get("repro"), "seconds": v.get("seconds"),
+                                     "features": v.get("features")} for k, v in details.items()}),
+    )
+
+
+def write_report(records: list[dict[str, Any]], out_dir, baseline: list[dict[str, Any]] | None = None) -> Path:
+    out = Path(out_dir)
+    write_matrix(records, out)
+    path = out / "report.html"
+    atomic_write_text(path, render(records, baseline))
+    return path

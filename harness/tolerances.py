@@ -1,0 +1,110 @@
+"""Named tolerance profiles, by dtype and op class. Never by backend.
+
+A cell passes when, on every compared element, |actual - expected| <= atol + rtol * |expected|
+(NumPy's allclose rule) and, per output, NMSE = sum((a-b)^2) / sum(b^2) <= max_nmse.
+The oracle is computed in float64 from the same (already rounded) inputs, so a bound only
+has to cover the backend's own arithmetic: rounding of intermediates in the case's dtype,
+a different summation order, and fast transcendental functions. A backend that needs more
+than its profile allows has a finding, not a pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+FP32_EPS = 2.0**-23  # 1.19e-7
+FP16_EPS = 2.0**-10  # 9.77e-4
+BF16_EPS = 2.0**-7  # 7.81e-3
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    name: str
+    atol: float
+    rtol: float
+    max_nmse: float
+    reason: str
+
+    def as_record(self) -> dict:
+        d = asdict(self)
+        d.pop("reason")
+        d["profile"] = d.pop("name")
+        return d
+
+
+def _p(name: str, atol: float, rtol: float, max_nmse: float, reason: str) -> Tolerance:
+    return Tolerance(name, atol, rtol, max_nmse, reason)
+
+
+PROFILES: dict[str, Tolerance] = {
+    t.name: t
+    for t in [
+        _p("fp32-pointwise", 1e-6, 1e-5, 1e-10,
+           "Rotary and other per-element maths: each output is a couple of products and one "
+           "sum of float32 values of magnitude ~1-4, so a correct kernel is within a few ulp "
+           "(rtol 1e-5 = ~80 ulp, atol 1e-6 for results that cancel to ~0)."),
+        _p("fp32-reduction", 1e-5, 1e-4, 1e-9,
+           "Norms: a mean of squares over up to 4096 float32 values, then rsqrt. Summation "
+           "order and a fast rsqrt move the result by ~sqrt(n)*eps ~ 1e-5 relative; 1e-4 "
+           "leaves a 10x margin, far below any semantic error (a dropped epsilon or a "
+           "subtracted mean moves results by >1e-2)."),
+        _p("fp32-attention", 2e-5, 1e-3, 1e-8,
+           "Attention: two matmuls over head_size / kv length (up to 512) and a softmax with "
+           "exp; float32 accumulation in any order plus a vectorised exp drift ~1e-5 relative "
+           "on outputs of magnitude ~1. rtol 1e-3 is the bound ORT's own fp32 GQA tests use."),
+        _p("fp32-blockq-matmul", 1e-4, 1e-3, 1e-8,
+           "MatMulNBits / dequantize+MatMul, float32 activations: the dequantised weights are "
+           "exact in float32, so only the K-long float32 dot product (K <= 4096) rounds; "
+           "outputs are O(1) by construction, so ~sqrt(K)*eps*|x||w| < 1e-4."),
+        _p("int8act-blockq-matmul", 0.05, 0.05, 1e-3,
+           "MatMulNBits with accuracy_level=4: the schema lets the kernel quantise A to int8 "
+           "per block (error up to max|A_block|/254 per element), so results may legally move "
+           "by ~1% of the output scale; NMSE 1e-3 still flags a wrong block or zero point "
+           "(those give NMSE > 1e-2)."),
+        _p("fp32-gather", 0.0, 1e-6, 1e-12,
+           "Dequantising a gathered row is one subtract and one multiply per element: a "
+           "correct kernel is exact or within 1 ulp."),
+        _p("fp16-pointwise", 1e-3, 2e-3, 1e-6,
+           "float16 results: rounding the output alone costs half an ulp (4.9e-4 relative); "
+           "one intermediate rounding doubles it. rtol 2e-3 = 2 ulp, atol 1e-3 for values "
+           "near zero."),
+        _p("fp16-reduction", 2e-3, 5e-3, 1e-5,
+           "float16 norms: ORT upcasts to float32 for the reduction, then rounds the output "
+           "(0.5 ulp) after a multiply by a float16 scale (another 0.5 ulp); 5 ulp bound."),
+        _p("fp16-attention", 5e-3, 5e-3, 1e-5,
+           "float16 attention: the probabilities and the P·V product may be rounded to float16 "
+           "(flash kernels do); ORT's own fp16 GQA tests use rtol = atol = 5e-3."),
+        _p("fp16-blockq-matmul", 1e-2, 1e-2, 1e-5,
+           "float16 activations and scales: dequantised weights are rounded to float16 (0.5 ulp "
+           "each) and the dot product may accumulate in float16 on some kernels; outputs O(1)."),
+        _p("fp16-gather", 1e-3, 1e-3, 1e-6,
+           "float16 dequantised rows: (q - zp) * scale rounded once to float16 (0.5 ulp)."),
+        _p("bf16-attention", 1e-2, 5e-2, 1e-4,
+           "bfloat16 attention: 8-bit mantissa (eps 7.8e-3); ORT's own bf16 tests use rtol "
+           "5e-2, atol 1e-2."),
+        _p("onnx-node", 1e-7, 1e-3, 1.0,
+           "ONNX's own node test cases, judged with the suite's own bounds (onnx.backend.test "
+           "expect(): rtol 1e-3, atol 1e-7), so a cell means what the ONNX scoreboard means. "
+           "NMSE is not part of that rule, so it is not bounded here."),
+        _p("onnx-node-fp16", 1e-3, 5e-3, 1.0,
+           "ONNX node cases whose outputs are float16/bfloat16: the expected values were "
+           "computed in float32 by onnx.reference and rounded, so one output rounding (and "
+           "an fp16 intermediate) must be allowed: 5 ulp."),
+    ]
+}
+
+
+def get(name: str) -> Tolerance:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown tolerance profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None
+
+
+def for_dtype(op_class: str, dtype_name: str) -> str:
+    """Profile name for an op class and a dtype short name ('fp32', 'fp16', 'bf16')."""
+    name = f"{dtype_name}-{op_class}"
+    if name not in PROFILES:
+        name = f"fp32-{op_class}" if dtype_name == "fp64" else name
+    get(name)
+    return name
