@@ -7,10 +7,25 @@ from typing import Callable
 from .base import Backend, Crashed, ModelRef, Session, TimedOut, Unsupported
 
 
+def _extra() -> dict[str, Callable[[], Backend]]:
+    """Backends from ONNX_COMPAT_EXTRA_BACKENDS="name=module:Class,…" (plugins, test doubles)."""
+    import importlib
+    import os
+
+    out: dict[str, Callable[[], Backend]] = {}
+    for item in filter(None, (x.strip() for x in os.environ.get("ONNX_COMPAT_EXTRA_BACKENDS", "").split(","))):
+        name, _, target = item.partition("=")
+        mod, _, cls = target.partition(":")
+        if not (name and mod and cls):
+            raise KeyError(f"ONNX_COMPAT_EXTRA_BACKENDS entry {item!r}: write it as name=module:Class")
+        out[name] = getattr(importlib.import_module(mod), cls)
+    return out
+
+
 def _registry() -> dict[str, Callable[[], Backend]]:
     from . import ort, reference, tract_backend
 
-    return {
+    builtin: dict[str, Callable[[], Backend]] = {
         "reference": reference.Reference,
         "ort-cpu": ort.OrtCpu,
         "ort-cpu-noopt": ort.OrtCpuNoOpt,
@@ -18,6 +33,11 @@ def _registry() -> dict[str, Callable[[], Backend]]:
         "tract": tract_backend.Tract,
         "tract-cli": tract_backend.TractCli,
     }
+    extra = _extra()
+    clash = set(extra) & set(builtin)
+    if clash:
+        raise KeyError(f"ONNX_COMPAT_EXTRA_BACKENDS redefines built-in backend(s) {sorted(clash)}; rename them")
+    return {**builtin, **extra}
 
 
 def names() -> list[str]:

@@ -1,0 +1,106 @@
+"""Test doubles registered through ONNX_COMPAT_EXTRA_BACKENDS: backends that crash, hang,
+refuse, break or lie, to prove every one costs one cell and gets its own status."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from harness.backends.base import Backend, Session
+from harness.backends.reference import Reference
+
+
+class _Base(Backend):
+    isolated = True
+
+    def available(self):
+        return True, ""
+
+    def version(self):
+        return f"fake {type(self).__name__}"
+
+
+class _RefSession(Session):
+    def __init__(self, inner, hook):
+        self.inner, self.hook = inner, hook
+
+    def run(self, feeds):
+        return self.hook(self.inner.run(feeds), feeds)
+
+
+def _marker(feeds) -> bool:
+    """Misbehave only on cases whose first float input starts with a negative number, so a
+    run mixes good and bad cells deterministically."""
+    for v in feeds.values():
+        a = np.asarray(v)
+        if a.dtype.kind == "f" and a.size:
+            return float(a.ravel()[0]) < 0
+    return False
+
+
+class Aborting(_Base):
+    name = "fake-abort"
+
+    def prepare(self, model):
+        def hook(out, feeds):
+            if _marker(feeds):
+                os.abort()
+            return out
+        return _RefSession(Reference().prepare(model), hook)
+
+
+class Hanging(_Base):
+    name = "fake-hang"
+
+    def prepare(self, model):
+        def hook(out, feeds):
+            if _marker(feeds):
+                time.sleep(3600)
+            return out
+        return _RefSession(Reference().prepare(model), hook)
+
+
+class Refusing(_Base):
+    name = "fake-refuse"
+    isolated = False
+
+    def prepare(self, model):
+        raise RuntimeError("fake-refuse: op X is not implemented <script>alert(1)</script>")
+
+
+class Breaking(_Base):
+    name = "fake-break"
+    isolated = False
+
+    def prepare(self, model):
+        def hook(out, feeds):
+            raise ValueError("fake-break: kernel failed while running")
+        return _RefSession(Reference().prepare(model), hook)
+
+
+class Lying(_Base):
+    name = "fake-lie"
+    isolated = False
+
+    def prepare(self, model):
+        def hook(out, feeds):
+            return {k: (np.asarray(v) * 1.01).astype(np.asarray(v).dtype) for k, v in out.items()}
+        return _RefSession(Reference().prepare(model), hook)
+
+
+class Missing(_Base):
+    name = "fake-missing"
+    isolated = False
+
+    def available(self):
+        return False, "fake-missing: no such device"
+
+    def prepare(self, model):  # pragma: no cover - never called when unavailable
+        raise AssertionError("prepare called on an unavailable backend")
+
+
+ALL = "fake-abort=tests.fake_backends:Aborting,fake-hang=tests.fake_backends:Hanging," \
+      "fake-refuse=tests.fake_backends:Refusing,fake-break=tests.fake_backends:Breaking," \
+      "fake-lie=tests.fake_backends:Lying,fake-missing=tests.fake_backends:Missing"

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+
+from harness.compare import judge_step, judge_steps, tensor_metrics
+from harness.tolerances import PROFILES, Tolerance
+
+TOL = Tolerance("t", atol=1e-6, rtol=1e-4, max_nmse=1e-8, reason="test")
+
+
+def test_identical_arrays_have_zero_error():
+    a = np.random.default_rng(0).standard_normal(100).astype(np.float32)
+    m = tensor_metrics(a, a, TOL)
+    assert m["max_abs"] == 0 and m["nmse"] == 0 and m["cosine"] == pytest.approx(1.0) and m["bad"] == 0
+
+
+def test_metrics_match_their_definitions():
+    b = np.array([1.0, -2.0, 4.0, 0.5])
+    a = b + np.array([0.1, 0.0, -0.2, 0.05])
+    m = tensor_metrics(a, b, TOL)
+    assert m["max_abs"] == pytest.approx(0.2)
+    assert m["max_rel"] == pytest.approx(0.1)  # 0.1/1 and 0.05/0.5
+    assert m["nmse"] == pytest.approx((0.01 + 0.04 + 0.0025) / (1 + 4 + 16 + 0.25))
+    assert m["cosine"] == pytest.approx(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)))
+
+
+def test_need_atol_is_exactly_the_bound_that_passes():
+    rng = np.random.default_rng(1)
+    b = rng.standard_normal(50)
+    a = b + rng.standard_normal(50) * 1e-3
+    m = tensor_metrics(a, b, TOL)
+    just = Tolerance("x", atol=m["need_atol"] * (1 + 1e-9), rtol=TOL.rtol, max_nmse=1, reason="")
+    short = Tolerance("y", atol=m["need_atol"] * (1 - 1e-6), rtol=TOL.rtol, max_nmse=1, reason="")
+    assert tensor_metrics(a, b, just)["bad"] == 0
+    assert tensor_metrics(a, b, short)["bad"] > 0
+
+
+def test_nan_where_oracle_is_finite_is_a_mismatch_even_if_rest_agrees():
+    b = np.ones(10, np.float32)
+    a = b.copy()
+    a[3] = np.nan
+    j = judge_step({"y": a}, {"y": b}, {}, PROFILES["fp16-attention"])
+    assert not j.passed and "NaN/Inf" in j.message
+
+
+def test_matching_infinities_agree_and_finite_for_minus_inf_does_not():
+    b = np.array([1.0, -np.inf, np.nan])
+    assert judge_step({"y": b.copy()}, {"y": b}, {}, TOL).passed
+    a = np.array([1.0, -3.4e38, np.nan])
+    j = judge_step({"y": a}, {"y": b}, {}, TOL)
+    assert not j.passed and "oracle is NaN" in j.message
+
+
+def test_mask_excludes_unspecified_elements():
+    b = np.zeros((2, 3))
+    a = b.copy()
+    a[1] = 99.0
+    mask = np.array([[True] * 3, [False] * 3])
+    assert judge_step({"y": a}, {"y": b}, {"y": mask}, TOL).passed
+    assert not judge_step({"y": a}, {"y": b}, {}, TOL).passed
+
+
+def test_shape_mismatch_and_missing_output_are_reported():
+    j = judge_step({"y": np.zeros((2, 2))}, {"y": np.zeros((3,)), "z": np.zeros(1)}, {}, TOL)
+    assert not j.passed
+    assert "shape" in j.message and "'z' missing" in j.message
+
+
+def test_nmse_bound_alone_can_fail_a_cell():
+    b = np.full(1000, 1.0)
+    a = b + 5e-5  # inside atol+rtol*|b| = 1.01e-4, but NMSE 2.5e-9 ... within 1e-8
+    assert judge_step({"y": a}, {"y": b}, {}, TOL).passed
+    strict = Tolerance("s", atol=1.0, rtol=1.0, max_nmse=1e-10, reason="")
+    j = judge_step({"y": a}, {"y": b}, {}, strict)
+    assert not j.passed and "NMSE" in j.message
+
+
+def test_multistep_reports_first_bad_step():
+    e = [{"y": np.ones(3)}, {"y": np.ones(3)}, {"y": np.ones(3)}]
+    a = [{"y": np.ones(3)}, {"y": np.ones(3) * 2}, {"y": np.ones(3)}]
+    j = judge_steps(a, e, [{}, {}, {}], TOL)
+    assert not j.passed and j.metrics["first_bad_step"] == 1 and j.message.startswith("step 1:")

@@ -1,0 +1,64 @@
+import json
+import os
+
+import pytest
+
+from harness.results import RECORD_KEYS, ResultsError, ResultsWriter, atomic_write_text, merge, read_results
+
+
+def rec(cid, backend="reference", status="pass"):
+    return {"case_id": cid, "family": "f", "features": {}, "marks": [], "backend": backend, "backend_version": "v",
+            "status": status, "metrics": {}, "tolerance": {}, "message": "", "seconds": 0.0, "repro": None}
+
+
+def test_writer_appends_exactly_the_design_keys(tmp_path):
+    with ResultsWriter(tmp_path / "results.jsonl", resume=False) as w:
+        w.append({**rec("a"), "extra": 1})
+    line = json.loads((tmp_path / "results.jsonl").read_text())
+    assert tuple(line) == RECORD_KEYS
+
+
+def test_existing_results_need_resume(tmp_path):
+    p = tmp_path / "results.jsonl"
+    p.write_text(json.dumps(rec("a")) + "\n")
+    with pytest.raises(FileExistsError, match="--resume"):
+        ResultsWriter(p, resume=False)
+
+
+def test_resume_drops_a_partial_last_line(tmp_path):
+    p = tmp_path / "results.jsonl"
+    p.write_text(json.dumps(rec("a")) + "\n" + json.dumps(rec("b"))[:30])
+    with ResultsWriter(p, resume=True) as w:
+        assert w.done == {("a", "reference")}
+        w.append(rec("b"))
+    assert [r["case_id"] for r in read_results(p)] == ["a", "b"]
+
+
+def test_atomic_write_leaves_no_temp_file_and_keeps_old_content_on_failure(tmp_path):
+    p = tmp_path / "matrix.csv"
+    atomic_write_text(p, "old")
+
+    class Boom(str):
+        def encode(self, *a):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_text(p, Boom("new"))
+    assert p.read_text() == "old"
+    assert os.listdir(tmp_path) == ["matrix.csv"]
+
+
+def test_merge_rejects_a_cell_present_in_two_files_naming_both(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(json.dumps(rec("x")) + "\n")
+    b.write_text(json.dumps(rec("x", status="mismatch")) + "\n")
+    with pytest.raises(ResultsError) as e:
+        merge([a, b])
+    assert "conflicting" in str(e.value) and str(a) in str(e.value) and str(b) in str(e.value)
+
+
+def test_not_results_is_a_clear_error(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text("hello\n{}\n")
+    with pytest.raises(ResultsError, match="r.jsonl:1"):
+        read_results(p)
