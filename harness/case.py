@@ -33,6 +33,10 @@ class Built:
     masks: list[dict[str, np.ndarray]] = field(default_factory=list)
     carry: dict[str, str] = field(default_factory=dict)
     oracle: str = ""
+    #: where the spec text is ambiguous: the other reading's expected outputs, by a name
+    #: that says what the reading is. A backend that fails the chosen reading but matches
+    #: another gets that reading named in its cell (still a mismatch: the report shows it).
+    alternates: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.feeds) != len(self.expected):

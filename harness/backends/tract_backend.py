@@ -84,7 +84,7 @@ class TractSession(Session):
             raise RuntimeError(f"no feed for graph input(s) {missing}")
         plan = self._plan(feeds)
         try:
-            outs = plan.run([np.ascontiguousarray(feeds[n]) for n in self._names])
+            outs = plan.run([np.array(feeds[n], order="C", copy=True) for n in self._names])
         except Exception as e:  # noqa: BLE001
             raise RuntimeError(clean_message(e)) from None
         return {n: o.to_numpy() for n, o in zip(self._out_names, outs)}

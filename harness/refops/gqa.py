@@ -1,3 +1,160 @@
-"""com.microsoft.GroupQueryAttention (placeholder until the GQA reference lands)."""
+"""com.microsoft.GroupQueryAttention, as ORT's schema text (onnxruntime 1.32) describes it.
+The sentences relied on, and the readings chosen where the text is silent, are in
+docs/gqa.md; the numbered readings (R1…) are referred to below.
 
-OPS: list[type] = []
+Per batch entry b: T = seqlens_k[b] + 1 tokens are in the cache after the step,
+Q = min(S, T) rows of the chunk are valid (right padding beyond), P = T - Q were cached
+before. Valid new K/V rows go to cache rows [P, T); query row s sits at absolute position
+P + s. Rows the text calls unspecified (output rows >= Q, cache rows >= T) are left zero
+here and are never compared.
+
+Not implemented (refused with NotImplementedError, never guessed): quantised KV caches
+(k_scale/v_scale, int8/int4/fp8 past), sliding_window_cache=1, query_seqlens,
+q_norm_weight/k_norm_weight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx.reference.op_run import OpRun
+
+from .rotary import rotate
+
+
+def _rope(x: np.ndarray, pos: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleaved: bool) -> np.ndarray:
+    """x: (S, N, H) float64, pos: (S,) -> rotated; the rotary dim is 2 * cos.shape[1] (R7)."""
+    r = 2 * cos.shape[1]
+    out = x.copy()
+    c = cos[pos][:, None, :]
+    s = sin[pos][:, None, :]
+    out[..., :r] = rotate(x[..., :r], c, s, interleaved)
+    return out
+
+
+def window_reading(local_window_size: int) -> int | None:
+    """R3/R4: a window of W keys including the current one; W <= 0 means no window."""
+    return local_window_size if local_window_size > 0 else None
+
+
+def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache,
+        position_ids, attention_bias, head_sink, *, num_heads, kv_num_heads, scale=None, softcap=0.0,
+        local_window_size=-1, do_rotary=0, rotary_interleaved=0, smooth_softmax=-1, causal=1, qk_output=0):
+    f64 = np.float64
+    q_in = query.astype(f64)
+    b_sz, s_len = q_in.shape[:2]
+    n, nkv = num_heads, kv_num_heads
+    if key is None:  # packed QKV (R1)
+        h = q_in.shape[2] // (n + 2 * nkv)
+        q_all = q_in[..., : n * h]
+        k_all = q_in[..., n * h: (n + nkv) * h]
+        v_all = q_in[..., (n + nkv) * h:]
+    else:
+        h = q_in.shape[2] // n
+        q_all, k_all, v_all = q_in, key.astype(f64), value.astype(f64)
+    q_all = q_all.reshape(b_sz, s_len, n, h)
+    k_all = k_all.reshape(b_sz, -1, nkv, h)
+    v_all = v_all.reshape(b_sz, -1, nkv, h)
+    total = int(np.asarray(total_sequence_length).reshape(-1)[0])
+    seqlens = np.asarray(seqlens_k).reshape(-1).astype(np.int64)  # shape (B) or legacy (B, 1)
+    past_len = 0 if past_key is None else past_key.shape[2]
+    shared = past_key is not None and past_len >= total  # R2: one max-length buffer
+    cap = past_len if shared else past_len + s_len
+    present_k = np.zeros((b_sz, nkv, cap, h), f64)
+    present_v = np.zeros((b_sz, nkv, cap, h), f64)
+    out = np.zeros((b_sz, s_len, n, h), f64)
+    scale = float(scale) if scale else 1.0 / np.sqrt(h)
+    qk = np.zeros((b_sz, n, s_len, total), f64) if qk_output else None
+    group = n // nkv
+    window = window_reading(int(local_window_size))
+    cos = None if cos_cache is None else cos_cache.astype(f64)
+    sin = None if sin_cache is None else sin_cache.astype(f64)
+    for b in range(b_sz):
+        t = int(seqlens[b]) + 1
+        q_valid = min(s_len, t)
+        p = t - q_valid
+        if past_key is not None and p > past_len:
+            raise ValueError(f"batch {b}: seqlens_k implies {p} cached tokens but past_key holds {past_len}")
+        qb, kb, vb = q_all[b, :q_valid], k_all[b, :q_valid], v_all[b, :q_valid]
+        if do_rotary:
+            if position_ids is not None:  # R6
+                pos = np.asarray(position_ids)[b, :q_valid].astype(np.int64)
+            else:
+                pos = p + np.arange(q_valid)
+            qb = _rope(qb, pos, cos, sin, bool(rotary_interleaved))
+            kb = _rope(kb, pos, cos, sin, bool(rotary_interleaved))
+        if p:
+            present_k[b, :, :p] = past_key[b, :, :p].astype(f64)
+            present_v[b, :, :p] = past_value[b, :, :p].astype(f64)
+        present_k[b, :, p:t] = np.transpose(kb, (1, 0, 2))
+        present_v[b, :, p:t] = np.transpose(vb, (1, 0, 2))
+        keys = np.arange(t)
+        for hq in range(n):
+            hk = hq // group
+            kk, vv = present_k[b, hk, :t], present_v[b, hk, :t]
+            for s in range(q_valid):
+                qpos = p + s
+                scores = (kk @ qb[s, hq]) * scale
+                if softcap and softcap > 0:  # R5: scale, softcap, then bias and mask
+                    scores = softcap * np.tanh(scores / softcap)
+                if qk_output == 1:
+                    qk[b, hq, s, :t] = scores
+                if attention_bias is not None:
+                    ab = attention_bias.astype(f64)
+                    scores = scores + ab[min(b, ab.shape[0] - 1), min(hq, ab.shape[1] - 1), s, :t]
+                allowed = np.ones(t, bool)
+                if causal:
+                    allowed &= keys <= qpos
+                if window is not None:
+                    allowed &= keys > qpos - window
+                z = np.where(allowed, scores, -np.inf)
+                sink = None
+                if head_sink is not None:  # R8
+                    sink = float(head_sink.astype(f64)[hq])
+                elif smooth_softmax == 1:
+                    sink = 0.0
+                m = z.max() if sink is None else max(z.max(), sink)
+                e = np.where(allowed, np.exp(z - m), 0.0)
+                den = e.sum() + (0.0 if sink is None else np.exp(sink - m))
+                prob = e / den
+                out[b, s, hq] = prob @ vv
+                if qk_output == 2:
+                    qk[b, hq, s, :t] = prob
+    dt = query.dtype
+    outs = [out.reshape(b_sz, s_len, n * h).astype(dt), present_k.astype(dt), present_v.astype(dt)]
+    if qk_output:
+        outs.append(qk.astype(dt))
+    return tuple(outs)
+
+
+class GroupQueryAttention(OpRun):
+    op_domain = "com.microsoft"
+
+    def _run(self, query, key=None, value=None, past_key=None, past_value=None, seqlens_k=None,
+             total_sequence_length=None, cos_cache=None, sin_cache=None, position_ids=None, attention_bias=None,
+             head_sink=None, k_scale=None, v_scale=None, q_norm_weight=None, k_norm_weight=None,
+             query_seqlens=None, num_heads=None, kv_num_heads=None, scale=None, softcap=0.0,
+             local_window_size=-1, do_rotary=0, rotary_interleaved=0, smooth_softmax=-1, causal=1, qk_output=0,
+             sliding_window_cache=0, kv_cache_bit_width=None, k_quant_type="NONE", v_quant_type="NONE",
+             qk_norm_epsilon=1e-6, q_norm_epsilon=None, k_norm_epsilon=None):
+        unsupported = []
+        if k_scale is not None or v_scale is not None or (past_key is not None and past_key.dtype.kind in "iu"):
+            unsupported.append("quantised KV cache")
+        if sliding_window_cache:
+            unsupported.append("sliding_window_cache=1")
+        if query_seqlens is not None:
+            unsupported.append("query_seqlens")
+        if q_norm_weight is not None or k_norm_weight is not None:
+            unsupported.append("q_norm_weight/k_norm_weight")
+        if unsupported:
+            raise NotImplementedError("onnx-compat's GQA reference does not implement " + ", ".join(unsupported))
+        outs = gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache,
+                   position_ids, attention_bias, head_sink, num_heads=num_heads, kv_num_heads=kv_num_heads,
+                   scale=scale, softcap=softcap, local_window_size=local_window_size, do_rotary=do_rotary,
+                   rotary_interleaved=rotary_interleaved, smooth_softmax=smooth_softmax, causal=causal,
+                   qk_output=qk_output)
+        if not qk_output:
+            outs = (*outs, np.zeros((0,), dtype=query.dtype))
+        return outs
+
+
+OPS = [GroupQueryAttention]

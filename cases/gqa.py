@@ -1,0 +1,549 @@
+"""com.microsoft.GroupQueryAttention: the op the fused LLM exports live or die on.
+
+Each case is a `Scenario`: head layout (from a zoo model or an edge shape), phase (first
+prompt, right-padded batch prompt, decode on a past, chunk on a past, ragged batch,
+shared max-length buffer with slack, multi-step prefill + decodes feeding present back as
+past), features (do_rotary, window, softcap, sinks, bias, packed QKV, qk_output, …) and dtype.
+
+Oracle: an independent lowering to standard ONNX ops run by onnx.reference in float64 —
+RotaryEmbedding-23 for rotary, ScatterND to place new rows in the cache, Attention-23 for the
+attention itself (GQA head broadcast, scale, softcap) with an explicit additive mask for
+causality, windows, ragged lengths and attention_bias, and a zero key/value column whose mask
+entry is the sink logit for smooth_softmax/head_sink. Output rows and cache rows the schema
+calls unspecified are masked out of the comparison. Where the schema text is ambiguous the
+case also carries the other reading, and a backend matching it is named in its cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from onnx import helper
+
+from harness.case import Built, Case, dtype_name
+from harness.data import normal, rope_cache, up
+from harness.graph import MS, GraphBuilder, run_reference, single_node_model
+from harness.tolerances import for_dtype
+
+# (q heads, kv heads, head size, description) of the zoo models, plus edge shapes
+LAYOUTS: dict[str, tuple[int, int, int]] = {
+    "gemma3": (4, 1, 256),  # Gemma-3 1B: window 512, do_rotary
+    "gemma4s": (8, 1, 256),  # Gemma-4 E2B sliding layers
+    "gemma4g": (8, 1, 512),  # Gemma-4 E2B global layers: head 512, scale 1.0
+    "phi3": (32, 32, 96),  # Phi-3 mini: MHA, packed QKV
+    "qwen2": (14, 2, 64),  # Qwen2.5-0.5B
+    "llama": (32, 8, 128),  # Llama-style 8B
+    "edge1": (2, 1, 16),
+    "edge2": (6, 3, 40),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    layout: str
+    phase: str  # prefill | prefill-padded | decode | chunk | multistep
+    past: tuple[int, ...] = ()  # P_b per batch entry (decode/chunk); empty for a first prompt
+    qlen: tuple[int, ...] = (7,)  # valid query rows per batch entry
+    seq: int = 0  # S (padded chunk length); 0 -> max(qlen)
+    buffer: str = "concat"  # concat | shared (max-length buffer)
+    slack: int = 0  # extra capacity of the shared buffer
+    steps: int = 0  # decode steps after the prefill (multistep)
+    rotary: int = 0  # 0 none, 1 half-split, 2 interleaved
+    position_ids: int = 0
+    window: int = -1
+    softcap: float = 0.0
+    sink: str = ""  # "" | smooth | head
+    bias: int = 0
+    scale: float = 0.0
+    packed: int = 0
+    causal: int = 1
+    qk_output: int = 0
+    dtype: Any = np.float32
+
+    @property
+    def heads(self):
+        return LAYOUTS[self.layout]
+
+    @property
+    def batch(self) -> int:
+        return len(self.qlen)
+
+    @property
+    def s(self) -> int:
+        return self.seq or max(self.qlen)
+
+    def total(self, past=None) -> list[int]:
+        past = self.past if past is None else past
+        return [(past[i] if past else 0) + self.qlen[i] for i in range(self.batch)]
+
+    def case_id(self) -> str:
+        n, nkv, h = self.heads
+        parts = [self.phase]
+        if self.buffer == "shared":
+            parts.append(f"shared{self.slack}")
+        feats = []
+        if self.rotary:
+            feats.append("rotary" if self.rotary == 1 else "rotaryinter")
+        if self.position_ids:
+            feats.append("posids")
+        if self.window >= 0:
+            feats.append(f"win{self.window}")
+        if self.softcap:
+            feats.append(f"softcap{self.softcap:g}")
+        if self.sink:
+            feats.append(f"sink{self.sink}")
+        if self.bias:
+            feats.append("bias")
+        if self.scale:
+            feats.append(f"scale{self.scale:g}")
+        if self.packed:
+            feats.append("packed")
+        if not self.causal:
+            feats.append("bidir")
+        if self.qk_output:
+            feats.append(f"qk{self.qk_output}")
+        parts += feats or ["plain"]
+        ragged = len(set(self.qlen)) > 1 or (self.past and len(set(self.past)) > 1)
+        if ragged:
+            parts.append("ragged")
+        shape = f"b{self.batch}-{self.layout}-h{n}kv{nkv}-d{h}"
+        if self.phase == "multistep":
+            shape += f"-s{self.s}x{self.steps}"
+        else:
+            shape += f"-s{self.s}"
+        if self.past:
+            shape += "-past" + "_".join(map(str, self.past))
+        return f"gqa/{'-'.join(parts)}-{shape}-{dtype_name(self.dtype)}"
+
+    def features(self) -> dict[str, Any]:
+        n, nkv, h = self.heads
+        return {"phase": self.phase, "layout": self.layout, "num_heads": n, "kv_num_heads": nkv, "head_size": h,
+                "batch": self.batch, "seq": self.s, "past": list(self.past) or 0, "qlen": list(self.qlen),
+                "buffer": self.buffer, "do_rotary": int(bool(self.rotary)), "rotary_interleaved": int(self.rotary == 2),
+                "position_ids": self.position_ids, "local_window_size": self.window, "softcap": self.softcap,
+                "sink": self.sink or "none", "attention_bias": self.bias, "scale": self.scale or "default",
+                "packed_qkv": self.packed, "causal": self.causal, "qk_output": self.qk_output,
+                "ragged": int(len(set(self.qlen)) > 1 or bool(self.past and len(set(self.past)) > 1)),
+                "steps": self.steps + 1 if self.phase == "multistep" else 1, "dtype": dtype_name(self.dtype)}
+
+    def marks(self) -> tuple[str, ...]:
+        m = ["gqa", "attention"]
+        m.append("gqa_prefill" if self.phase in ("prefill", "prefill-padded") else "gqa_decode")
+        if self.phase == "multistep":
+            m += ["gqa_multistep", "gqa_prefill"]
+        for flag, mark in [(self.rotary, "gqa_rotary"), (self.window >= 0, "gqa_window"), (self.softcap, "gqa_softcap"),
+                           (self.sink, "gqa_sink"), (self.bias, "gqa_bias"), (self.packed, "gqa_packed"),
+                           (self.buffer == "shared", "gqa_shared_buffer"), (self.qk_output, "gqa_qk_output"),
+                           (self.position_ids, "gqa_position_ids"), (self.features()["ragged"], "gqa_ragged")]:
+            if flag:
+                m.append(mark)
+        if np.dtype(self.dtype) == np.float16:
+            m.append("fp16")
+        if dtype_name(self.dtype) == "bf16":
+            m.append("bf16")
+        if self.layout == "gemma3" and self.rotary and self.past:
+            m.append("seed_gap")
+        return tuple(dict.fromkeys(m))
+
+
+# ------------------------------------------------------------------------------------------
+# the model under test
+
+
+def gqa_node(sc: Scenario, with_past: bool, has_cos: bool) -> helper.NodeProto:
+    n, nkv, _ = sc.heads
+    ins = ["query", "" if sc.packed else "key", "" if sc.packed else "value",
+           "past_key" if with_past else "", "past_value" if with_past else "", "seqlens_k", "total_sequence_length",
+           "cos_cache" if has_cos else "", "sin_cache" if has_cos else "", "position_ids" if sc.position_ids else "",
+           "attention_bias" if sc.bias else "", "head_sink" if sc.sink == "head" else ""]
+    while ins and ins[-1] == "":
+        ins.pop()
+    outs = ["output", "present_key", "present_value"] + (["output_qk"] if sc.qk_output else [])
+    attrs: dict[str, Any] = {"num_heads": n, "kv_num_heads": nkv}
+    if sc.rotary:
+        attrs.update(do_rotary=1, rotary_interleaved=int(sc.rotary == 2))
+    if sc.window >= 0:
+        attrs["local_window_size"] = sc.window
+    if sc.softcap:
+        attrs["softcap"] = float(sc.softcap)
+    if sc.sink == "smooth":
+        attrs["smooth_softmax"] = 1
+    if sc.scale:
+        attrs["scale"] = float(sc.scale)
+    if not sc.causal:
+        attrs["causal"] = 0
+    if sc.qk_output:
+        attrs["qk_output"] = sc.qk_output
+    return helper.make_node("GroupQueryAttention", ins, outs, domain=MS, **attrs)
+
+
+def gqa_model(sc: Scenario, feeds: dict[str, np.ndarray], present_len: int | str, total: int | str) -> Any:
+    n, nkv, h = sc.heads
+    node = gqa_node(sc, "past_key" in feeds, "cos_cache" in feeds)
+    b = sc.batch
+    outs = {"output": (sc.dtype, [b, sc.s, n * h]), "present_key": (sc.dtype, [b, nkv, present_len, h]),
+            "present_value": (sc.dtype, [b, nkv, present_len, h])}
+    if sc.qk_output:
+        outs["output_qk"] = (sc.dtype, [b, n, sc.s, total])
+    model = single_node_model(node, feeds, outs)
+    if sc.phase == "multistep":  # shapes change from step to step: name those dims
+        symbolic = {"query": {1: "S"}, "key": {1: "S"}, "value": {1: "S"}, "position_ids": {1: "S"},
+                    "past_key": {2: "P"}, "past_value": {2: "P"}, "attention_bias": {2: "S", 3: "T"},
+                    "output": {1: "S"}, "present_key": {2: "C"}, "present_value": {2: "C"},
+                    "output_qk": {2: "S", 3: "T"}}
+        for vi in list(model.graph.input) + list(model.graph.output):
+            for axis, name in symbolic.get(vi.name, {}).items():
+                vi.type.tensor_type.shape.dim[axis].dim_param = name
+    return model
+
+
+# ------------------------------------------------------------------------------------------
+# the oracle: standard ops, float64, onnx.reference
+
+
+def oracle_step(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], qlens: list[int], cap: int,
+                cos, sin, pos, bias, sinks, window: int | None) -> dict[str, np.ndarray]:
+    """q: (B,S,N,H), k/v: (B,S,Nkv,H); cache_*: (B,Nkv,cap,H) holding the true past rows."""
+    n, nkv, h = sc.heads
+    b, s = sc.batch, sc.s
+    total = [past[i] + qlens[i] for i in range(b)]
+    tmax = max(total)
+    # scatter indices: new row j of entry i goes to cache row past[i] + j (rows >= T are unspecified)
+    idx = np.zeros((b, nkv, s, 4), np.int64)
+    for i in range(b):
+        for hk in range(nkv):
+            for j in range(s):
+                idx[i, hk, j] = (i, hk, min(past[i] + j, cap - 1), 0)
+    idx = idx[..., :3]
+    # additive mask over the cache columns (B, N, S, cap[+1 sink column])
+    mask = np.full((b, n, s, cap), -np.inf)
+    keys = np.arange(cap)
+    for i in range(b):
+        for j in range(qlens[i]):
+            qpos = past[i] + j
+            allowed = keys < total[i]
+            if sc.causal:
+                allowed &= keys <= qpos
+            if window is not None:
+                allowed &= keys > qpos - window
+            mask[i, :, j, allowed] = 0.0
+            if bias is not None:
+                bb = up(bias)
+                for hq in range(n):
+                    mask[i, hq, j, : total[i]] += bb[min(i, bb.shape[0] - 1), min(hq, bb.shape[1] - 1), j, : total[i]]
+    g = GraphBuilder(opset=23)
+    gq = g.input("q", np.float64, q.shape)
+    gk = g.input("k", np.float64, k.shape)
+    gv = g.input("v", np.float64, v.shape)
+    gck = g.input("cache_k", np.float64, cache_k.shape)
+    gcv = g.input("cache_v", np.float64, cache_v.shape)
+    gidx = g.input("idx", np.int64, idx.shape)
+    gmask = g.input("mask", np.float64, None)
+    feeds = {"q": up(q), "k": up(k), "v": up(v), "cache_k": up(cache_k), "cache_v": up(cache_v), "idx": idx}
+    qt = g.op("Transpose", gq, perm=[0, 2, 1, 3])
+    kt = g.op("Transpose", gk, perm=[0, 2, 1, 3])
+    vt = g.op("Transpose", gv, perm=[0, 2, 1, 3])
+    if sc.rotary:
+        gcos = g.input("cos", np.float64, cos.shape)
+        gsin = g.input("sin", np.float64, sin.shape)
+        gpos = g.input("pos", np.int64, pos.shape)
+        feeds.update(cos=up(cos), sin=up(sin), pos=pos)
+        qt = g.op("RotaryEmbedding", qt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+        kt = g.op("RotaryEmbedding", kt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+    present_k = g.op("ScatterND", gck, gidx, kt)
+    present_v = g.op("ScatterND", gcv, gidx, vt)
+    att_k, att_v = present_k, present_v
+    if sinks is not None:  # a zero key/value column whose additive mask is the sink logit
+        zeros = g.const(np.zeros((b, nkv, 1, h)))
+        att_k = g.op("Concat", present_k, zeros, axis=2)
+        att_v = g.op("Concat", present_v, zeros, axis=2)
+        col = np.broadcast_to(up(sinks).reshape(1, n, 1, 1), (b, n, s, 1))
+        mask = np.concatenate([mask, col], axis=3)
+    feeds["mask"] = mask
+    attrs: dict[str, Any] = {"is_causal": 0}
+    attrs["scale"] = float(sc.scale) if sc.scale else float(1.0 / np.sqrt(h))
+    if sc.softcap:
+        attrs["softcap"] = float(sc.softcap)
+    if sc.qk_output == 2:
+        attrs["qk_matmul_output_mode"] = 3
+    y, _, _, qk = g.op("Attention", qt, att_k, att_v, gmask, outputs=4, **attrs)
+    out = g.op("Reshape", g.op("Transpose", y, perm=[0, 2, 1, 3]), g.const(np.array([b, s, n * h], np.int64)))
+    g.output(out, rename="output")
+    g.output(present_k, rename="present_key")
+    g.output(present_v, rename="present_value")
+    g.output(qk, rename="qk")
+    r = run_reference(g.model(), feeds)
+    result = {"output": r["output"], "present_key": r["present_key"], "present_value": r["present_value"]}
+    if sc.qk_output:
+        qkv = r["qk"][..., :cap]
+        full = np.zeros((b, n, s, tmax))
+        full[..., : min(cap, tmax)] = qkv[..., : min(cap, tmax)]
+        result["output_qk"] = full
+    return result
+
+
+def masks_for(sc: Scenario, past, qlens, cap, window) -> dict[str, np.ndarray]:
+    n, nkv, h = sc.heads
+    b, s = sc.batch, sc.s
+    total = [past[i] + qlens[i] for i in range(b)]
+    out = np.zeros((b, s, n * h), bool)
+    pk = np.zeros((b, nkv, cap, h), bool)
+    qk = np.zeros((b, n, s, max(total)), bool)
+    for i in range(b):
+        out[i, : qlens[i]] = True
+        pk[i, :, : total[i]] = True
+        for j in range(qlens[i]):
+            qpos = past[i] + j
+            keys = np.arange(max(total))
+            if sc.qk_output == 2:
+                qk[i, :, j, : total[i]] = True
+            else:  # R9: before softmax, only the keys the query may see are specified
+                allowed = keys < total[i]
+                if sc.causal:
+                    allowed &= keys <= qpos
+                if window is not None:
+                    allowed &= keys > qpos - window
+                qk[i, :, j] = allowed
+    m = {"output": out, "present_key": pk, "present_value": pk}
+    if sc.qk_output:
+        m["output_qk"] = qk
+    return m
+
+
+# ------------------------------------------------------------------------------------------
+# building a case
+
+
+def _draw_step(rng, sc: Scenario, s: int):
+    n, nkv, h = sc.heads
+    b = sc.batch
+    q = normal(rng, (b, s, n, h), sc.dtype)
+    k = normal(rng, (b, s, nkv, h), sc.dtype)
+    v = normal(rng, (b, s, nkv, h), sc.dtype)
+    return q, k, v
+
+
+def _qkv_feeds(sc: Scenario, q, k, v) -> dict[str, np.ndarray]:
+    b, s = q.shape[:2]
+    if sc.packed:
+        return {"query": np.concatenate([q.reshape(b, s, -1), k.reshape(b, s, -1), v.reshape(b, s, -1)], axis=2)}
+    return {"query": q.reshape(b, s, -1), "key": k.reshape(b, s, -1), "value": v.reshape(b, s, -1)}
+
+
+def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | str = "default") -> Built:
+    n, nkv, h = sc.heads
+    b = sc.batch
+    window = (sc.window if sc.window > 0 else None) if window_override == "default" else window_override
+    steps = [(list(sc.past) if sc.past else [0] * b, list(sc.qlen), sc.s)]
+    if sc.phase == "multistep":
+        for _ in range(sc.steps):
+            prev_past, prev_q, _ = steps[-1]
+            steps.append(([prev_past[i] + prev_q[i] for i in range(b)], [1] * b, 1))
+    t_final = max(p + q for p, q in zip(*steps[-1][:2]))
+    max_pos = t_final + 8
+    cos, sin = rope_cache(max_pos, h, sc.dtype) if sc.rotary else (None, None)
+    with_past = bool(sc.past) or sc.buffer == "shared" or sc.phase == "multistep"
+    if sc.buffer == "shared":
+        cap0 = t_final + sc.slack
+    else:
+        cap0 = max(steps[0][0]) if sc.past else 0
+    # the true cache, carried by the oracle across steps
+    true_k = normal(rng, (b, nkv, cap0, h), sc.dtype) if with_past else None
+    true_v = normal(rng, (b, nkv, cap0, h), sc.dtype) if with_past else None
+    if with_past:  # rows at/after each entry's past are stale garbage a correct kernel never reads
+        for i in range(b):
+            true_k[i, :, steps[0][0][i]:] = 1e3 if sc.buffer == "shared" else true_k[i, :, steps[0][0][i]:]
+            true_v[i, :, steps[0][0][i]:] = 1e3 if sc.buffer == "shared" else true_v[i, :, steps[0][0][i]:]
+    feeds_list, expected_list, masks_list = [], [], []
+    first_model = None
+    cache_k, cache_v = (up(true_k), up(true_v)) if with_past else (None, None)
+    for si, (past, qlens, s) in enumerate(steps):
+        sc_step = replace(sc, seq=s, qlen=tuple(qlens))
+        q, k, v = _draw_step(rng, sc_step, s)
+        total = [past[i] + qlens[i] for i in range(b)]
+        tmax = max(total)
+        feeds = _qkv_feeds(sc, q, k, v)
+        if with_past:
+            if si == 0:
+                feeds["past_key"], feeds["past_value"] = true_k, true_v
+            else:
+                feeds["past_key"] = feeds["past_value"] = None  # carried from the backend's own present
+        feeds["seqlens_k"] = np.array([t - 1 for t in total], np.int32)
+        feeds["total_sequence_length"] = np.array(tmax, np.int32)
+        pos = np.array([[past[i] + j for j in range(s)] for i in range(b)], np.int64)
+        if sc.rotary:
+            feeds["cos_cache"], feeds["sin_cache"] = cos, sin
+        if sc.position_ids:
+            feeds["position_ids"] = pos
+        bias = None
+        if sc.bias:
+            bias = normal(rng, (b, 1, s, tmax), sc.dtype, 0.0, 0.5)
+            feeds["attention_bias"] = bias
+        sinks = None
+        if sc.sink == "head":
+            sinks = normal(rng, (n,), sc.dtype, 0.0, 1.0)
+            feeds["head_sink"] = sinks
+        elif sc.sink == "smooth":
+            sinks = np.zeros(n)
+        cur_len = cache_k.shape[2] if cache_k is not None else 0
+        cap = cur_len if (with_past and cur_len >= tmax) else cur_len + s
+        ck = np.zeros((b, nkv, cap, h))
+        cv = np.zeros((b, nkv, cap, h))
+        if cache_k is not None:
+            ck[:, :, :cur_len] = cache_k
+            cv[:, :, :cur_len] = cache_v
+        exp = oracle_step(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, bias, sinks, window)
+        masks = masks_for(sc_step, past, qlens, cap, window)
+        cache_k, cache_v = exp["present_key"], exp["present_value"]
+        if si == 0:
+            model_feeds = {k2: v2 for k2, v2 in feeds.items() if v2 is not None}
+            first_model = gqa_model(sc, model_feeds, cap if sc.phase != "multistep" else "present_sequence_length",
+                                    tmax if sc.phase != "multistep" else "total_sequence_length")
+        feeds_list.append({k2: v2 for k2, v2 in feeds.items() if v2 is not None})
+        expected_list.append(exp)
+        masks_list.append(masks)
+    carry = {"present_key": "past_key", "present_value": "past_value"} if len(steps) > 1 else {}
+    return Built(first_model, feeds_list, expected_list, masks_list, carry,
+                 oracle="Attention-23 + RotaryEmbedding-23 + ScatterND lowering, float64 (onnx.reference)")
+
+
+def make_case(sc: Scenario) -> Case:
+    def make(rng: np.random.Generator) -> Built:
+        state = rng.bit_generator.state
+        built = build(sc, rng)
+        # R3/R4: the other readings of a window, on the same inputs. For W > 0: W preceding
+        # keys plus the current one (ONNX Attention-25 left_window_size, ORT before PR
+        # #25927). For W = 0: the current key only, or no key at all (all-masked rows -> 0).
+        readings = []
+        if sc.window > 0:
+            readings = [("window = W preceding keys + the current one", sc.window + 1)]
+        elif sc.window == 0:
+            readings = [("local_window_size 0 = the current key only", 1),
+                        ("local_window_size 0 = no key visible (masked rows give 0)", 0)]
+        for name, override in readings:
+            rng2 = np.random.default_rng()
+            rng2.bit_generator.state = state
+            built.alternates[name] = build(sc, rng2, window_override=override).expected
+        return built
+
+    return Case(sc.case_id(), "gqa", sc.features(), sc.marks(), for_dtype("attention", dtype_name(sc.dtype)), make)
+
+
+# ------------------------------------------------------------------------------------------
+# the grids
+
+
+def _base_scenarios(full: bool) -> list[Scenario]:
+    out: list[Scenario] = []
+    layouts = list(LAYOUTS)
+    phases = [
+        dict(phase="prefill", qlen=(7,)),
+        dict(phase="prefill-padded", qlen=(6, 3)),
+        dict(phase="decode", past=(1,), qlen=(1,)),
+        dict(phase="decode", past=(13,), qlen=(1,)),
+        dict(phase="decode", past=(0,), qlen=(1,)),
+        dict(phase="decode", past=(5, 9, 2), qlen=(1, 1, 1)),
+        dict(phase="chunk", past=(9,), qlen=(4,)),
+        dict(phase="decode", past=(4, 11), qlen=(1, 1), buffer="shared", slack=5),
+        dict(phase="prefill", qlen=(5, 2), buffer="shared", slack=3),
+        dict(phase="multistep", qlen=(5, 3), steps=3),
+        dict(phase="multistep", qlen=(4, 4), steps=2, buffer="shared", slack=2),
+    ]
+    if full:
+        phases += [dict(phase="decode", past=(257,), qlen=(1,)), dict(phase="chunk", past=(3,), qlen=(8,)),
+                   dict(phase="prefill", qlen=(33,)), dict(phase="decode", past=(0, 6, 1, 17), qlen=(1, 1, 1, 1))]
+    features = [
+        dict(),
+        dict(rotary=1),
+        dict(rotary=2),
+        dict(window=3),
+        dict(softcap=1.5),
+        dict(sink="smooth"),
+        dict(sink="head"),
+        dict(bias=1),
+        dict(rotary=1, window=4, softcap=50.0),
+        dict(rotary=1, position_ids=1),
+        dict(packed=1, rotary=1),
+    ]
+    if full:
+        features += [dict(scale=1.0), dict(qk_output=2), dict(qk_output=1), dict(rotary=2, window=2, sink="head"),
+                     dict(window=0), dict(softcap=50.0), dict(packed=1), dict(bias=1, softcap=1.5)]
+    for li, layout in enumerate(layouts):
+        for pi, ph in enumerate(phases):
+            for fi, ft in enumerate(features):
+                # rotate layouts through the (phase, feature) grid, llama.cpp/ORT style: every
+                # phase x feature pair runs on two layouts; the full grid runs every layout
+                if not full and (pi + fi) % len(layouts) not in (li, (li + 3) % len(layouts)):
+                    continue
+                out.append(Scenario(layout=layout, **ph, **ft))
+    return out
+
+
+def _named_scenarios(full: bool) -> list[Scenario]:
+    """Rows the seeds and the research name explicitly."""
+    f16 = np.float16
+    out = [
+        # seed 000: Gemma-3 1B q4 GQA node: do_rotary, past, seqlens_k positions, window 512
+        Scenario("gemma3", "decode", past=(600,), qlen=(1,), rotary=1, window=512, scale=0.0625),
+        Scenario("gemma3", "decode", past=(600, 37), qlen=(1, 1), rotary=1, window=512, scale=0.0625),
+        Scenario("gemma3", "prefill", qlen=(9,), rotary=1, window=512, scale=0.0625),
+        Scenario("gemma3", "multistep", qlen=(6, 4), steps=3, rotary=1, window=512, scale=0.0625),
+        Scenario("gemma3", "multistep", qlen=(6, 4), steps=3, rotary=1, window=512, scale=0.0625, buffer="shared", slack=4),
+        # Gemma-4 E2B global layer: head 512, scale 1.0, softcap 50, window 128 (ORT #28195: fp16 NaN)
+        Scenario("gemma4g", "prefill", qlen=(8,), scale=1.0, rotary=1, dtype=f16),
+        Scenario("gemma4g", "decode", past=(20,), qlen=(1,), scale=1.0, rotary=1, dtype=f16),
+        Scenario("gemma4g", "decode", past=(20,), qlen=(1,), scale=1.0, softcap=50.0, dtype=f16),
+        Scenario("gemma4s", "decode", past=(150,), qlen=(1,), window=128, scale=1.0, softcap=50.0, rotary=1, dtype=f16),
+        # window counting: S=8, W=3 (research item 1); W=0 (item 2)
+        Scenario("edge1", "prefill", qlen=(8,), window=3),
+        Scenario("edge1", "prefill", qlen=(8,), window=0),
+        Scenario("edge1", "decode", past=(7,), qlen=(1,), window=0),
+        # gpt-oss style: sliding window + sinks
+        Scenario("qwen2", "decode", past=(40,), qlen=(1,), window=16, sink="head", rotary=1),
+        # bidirectional (causal=0)
+        Scenario("edge2", "prefill", qlen=(6,), causal=0),
+        Scenario("edge2", "prefill-padded", qlen=(6, 2), causal=0),
+        # qk_output
+        Scenario("edge1", "prefill", qlen=(5,), qk_output=1),
+        Scenario("edge1", "prefill", qlen=(5,), qk_output=2),
+        Scenario("edge1", "decode", past=(6,), qlen=(1,), qk_output=2),
+        # custom scale
+        Scenario("qwen2", "decode", past=(10,), qlen=(1,), scale=1.0),
+        # batch > 1 decode without shared buffer (ORT PR #20521 NaNs)
+        Scenario("llama", "decode", past=(8, 8, 8), qlen=(1, 1, 1), rotary=1),
+        # Phi-3 packed QKV with rotary on a past
+        Scenario("phi3", "decode", past=(12,), qlen=(1,), packed=1, rotary=1),
+    ]
+    return out
+
+
+def _dtype_variants(scs: list[Scenario], full: bool) -> list[Scenario]:
+    import ml_dtypes
+
+    out = list(scs)
+    for i, sc in enumerate(scs):
+        if np.dtype(sc.dtype) != np.float32:
+            continue
+        if full or i % 2 == 0:
+            out.append(replace(sc, dtype=np.float16))
+        if full or i % 13 == 0:
+            out.append(replace(sc, dtype=ml_dtypes.bfloat16))
+    return out
+
+
+def scenarios(grid_name: str) -> list[Scenario]:
+    full = grid_name == "full"
+    scs = _dtype_variants(_base_scenarios(full), full) + _named_scenarios(full)
+    seen, out = set(), []
+    for sc in scs:
+        cid = sc.case_id()
+        if cid not in seen:
+            seen.add(cid)
+            out.append(sc)
+    return out
+
+
+def cases(grid_name: str = "quick") -> list[Case]:
+    return [make_case(sc) for sc in scenarios(grid_name)]
