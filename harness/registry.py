@@ -13,7 +13,7 @@ from typing import Iterable
 from .case import Case
 from .marks import MARKS
 
-FAMILY_MODULES = ["norms", "rotary", "onnx_node", "gqa", "matmulnbits", "gather_block_quantized"]
+FAMILY_MODULES = ["norms", "rotary", "onnx_node", "gqa", "matmulnbits", "gather_block_quantized", "dequantize"]
 GRIDS = ("quick", "full")
 
 

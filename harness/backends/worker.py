@@ -25,7 +25,7 @@ import numpy as np
 
 from .base import Backend, Crashed, ModelRef, Session, TimedOut, Unsupported
 
-STDERR_TAIL = 2000
+STDERR_TAIL = 20000
 
 
 def _signal_name(code: int) -> str:
@@ -98,10 +98,10 @@ class WorkerProcess:
                 if line:
                     return json.loads(line)
                 code = self.proc.wait()
-                tail = self._stderr_tail()
+                tail = _panic_first(self._stderr_tail())
                 self.proc = None
                 raise Crashed(f"{self.inner} worker {_signal_name(code)} during {msg['op']}"
-                              + (f"; stderr tail: {tail[-800:]}" if tail else ""))
+                              + (f"; stderr: {tail}" if tail else ""))
 
     def next_path(self, stem: str) -> Path:
         self._n += 1
@@ -109,6 +109,17 @@ class WorkerProcess:
 
     def close(self) -> None:
         self.kill()
+
+
+def _panic_first(tail: str) -> str:
+    """A Rust panic or a Python fatal error says what went wrong on its first lines; the
+    backtrace after them is noise in a cell."""
+    for marker in ("panicked at", "Fatal Python error", "Segmentation fault"):
+        i = tail.find(marker)
+        if i >= 0:
+            start = tail.rfind("\n", 0, i) + 1
+            return tail[start:start + 600]
+    return tail[-800:]
 
 
 def _raise_from(reply: dict) -> None:
