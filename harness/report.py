@@ -32,7 +32,10 @@ def environment() -> dict[str, Any]:
             versions[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             continue
+    import os
+
     return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+            "cpus": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "packages": versions}
 
@@ -72,11 +75,14 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
     for row in m["rows"]:
         families.setdefault(row["family"], []).append(row)
     marks = sorted({mk for row in m["rows"] for mk in row["marks"]})
+    from .seed_rows import feature_table, seed_table
+
     details = {f"{r['case_id']}|{r['backend']}": r for r in records}
     return jenv.get_template("report.html.j2").render(
         title=title, backends=order, versions=m["versions"], summary=summary(records), statuses=ALL_STATUSES,
         families=families, marks=marks, env=env or environment(), n_cells=len(records),
         diff=diff(records, baseline) if baseline is not None else None,
+        seed_rows=seed_table(records, order), feature_rows=feature_table(records),
         details_json=_safe_json({k: {"metrics": v.get("metrics"), "message": v.get("message"),
                                      "tolerance": v.get("tolerance"), "version": v.get("backend_version"),
                                      "repro": v.get("repro"), "seconds": v.get("seconds"),

@@ -26,6 +26,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a report reader expects
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,7 +58,7 @@ def read_results(path: str | os.PathLike, strict: bool = True) -> list[dict[str,
         if not raw.strip():
             continue
         try:
-            rec = json.loads(raw)
+            rec = json.loads(raw.decode("utf-8", errors="replace"))
         except json.JSONDecodeError as e:
             if i == len(lines) and not strict:
                 break  # partial tail of a killed run

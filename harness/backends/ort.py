@@ -13,7 +13,7 @@ from .base import Backend, ModelRef, Session
 def _ort():
     import onnxruntime
 
-    onnxruntime.set_default_logger_severity(3)  # kernel errors reach the cell's message, not stderr
+    onnxruntime.set_default_logger_severity(4)  # kernel errors reach the cell's message, not stderr
     return onnxruntime
 
 

@@ -1,0 +1,131 @@
+"""The report: hostile strings stay text, shards merge to the unsharded run cell for cell,
+the baseline diff lists changes, and the page renders and filters in a real browser."""
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+from tests.test_results import rec
+
+HOSTILE = [
+    "<script>alert('x')</script>",
+    '"><img src=x onerror=alert(1)>',
+    "</script><script>alert(2)</script>",
+    "it's \"quoted\" & <b>bold</b> \u2028\u2029",
+    "x" * 100_000,
+]
+
+
+class Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_hostile_strings_are_escaped(run_cli, tmp_path):
+    lines = []
+    for i, msg in enumerate(HOSTILE):
+        r = rec(f"evil/<b>case{i}</b>\"'", backend="ort-cpu", status="mismatch")
+        r["message"] = msg
+        r["features"] = {"<script>k</script>": "<img src=x onerror=alert(3)>"}
+        r["backend_version"] = "<svg onload=alert(4)>"
+        r["metrics"] = {"max_abs": 1.0, "steps": [{"cosine": 0.5, "nmse": 0.1}, {"cosine": "nan", "nmse": "inf"}]}
+        lines.append(json.dumps(r).encode())
+    lines.append(json.dumps({**rec("evil/bytes", backend="tract", status="error"), "message": "@@"}).encode()
+                 .replace(b"@@", b"\xff\xfe not utf-8 \xc3"))
+    res = tmp_path / "results.jsonl"
+    res.write_bytes(b"\n".join(lines) + b"\n")
+    run_cli("report", res, "--out", tmp_path / "r", check=0)
+    page = (tmp_path / "r" / "report.html").read_text()
+    p = Tags()
+    p.feed(page)
+    assert [t for t, _ in p.tags].count("script") == 2  # only the page's own: data + code
+    assert not [t for t, a in p.tags if t in ("img", "svg") or any(k.startswith("on") for k in a)]
+    data = re.search(r'<script type="application/json" id="cell-data">(.*?)</script>', page, re.S).group(1)
+    assert "<" not in data and "</script" not in data.lower()
+    decoded = json.loads(data)
+    assert any(v["message"] == HOSTILE[2] for v in decoded.values())
+    assert html.escape("<b>case0</b>") in page
+    # undecodable bytes become replacement characters, not a crash and not dropped
+    assert any("\ufffd" in (v["message"] or "") for v in decoded.values())
+
+
+def test_shards_merge_to_the_unsharded_run(run_cli, tmp_path):
+    sel = ["-m", "norm and not fp16", "--backends", "reference,ort-cpu,tract", "--quiet", "--no-report"]
+    run_cli("run", *sel, "--out", tmp_path / "all", check=0)
+    for i in (1, 2, 3):
+        run_cli("run", *sel, "--shard", f"{i}/3", "--out", tmp_path / f"s{i}", check=0)
+    sizes = [len((tmp_path / f"s{i}" / "results.jsonl").read_text().splitlines()) for i in (1, 2, 3)]
+    assert all(sizes) and max(sizes) - min(sizes) < sum(sizes) / 2
+    run_cli("report", *[tmp_path / f"s{i}" / "results.jsonl" for i in (1, 2, 3)], "--out", tmp_path / "m", check=0)
+
+    def cells(path):
+        rows = json.loads(path.read_text())["rows"]
+        return {(r["case_id"], b): (c["status"], c["max_abs"]) for r in rows for b, c in r["cells"].items()}
+
+    merged = cells(tmp_path / "m" / "matrix.json")
+    run_cli("report", tmp_path / "all" / "results.jsonl", "--out", tmp_path / "a", check=0)
+    assert merged == cells(tmp_path / "a" / "matrix.json")
+    assert (tmp_path / "m" / "matrix.csv").read_text() == (tmp_path / "a" / "matrix.csv").read_text()
+    dup = run_cli("report", tmp_path / "s1" / "results.jsonl", tmp_path / "s1" / "results.jsonl", "--out", tmp_path / "d")
+    assert dup.returncode == 2 and "duplicate" in dup.stderr
+
+
+def test_baseline_diff_lists_changes(run_cli, tmp_path):
+    old = tmp_path / "old.jsonl"
+    new = tmp_path / "new.jsonl"
+    old.write_text("\n".join(json.dumps(r) for r in [rec("a"), rec("b"), rec("c", status="mismatch")]) + "\n")
+    new.write_text("\n".join(json.dumps(r) for r in [rec("a", status="mismatch"), rec("b"), rec("c")]) + "\n")
+    run_cli("report", new, "--out", tmp_path / "r", "--baseline", old, check=0)
+    page = (tmp_path / "r" / "report.html").read_text()
+    section = page[page.index('id="diff"'): page.index("<h2>Backends")]
+    assert "New mismatches (1)" in section and "a [reference]: pass → mismatch" in section
+    assert "New passes (1)" in section and "c [reference]: mismatch → pass" in section
+
+
+def _chromium():
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs the Debian package)")
+        pytest.skip("chromium not installed here (apt-get install chromium); CI installs it")
+    return exe
+
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_report_renders_and_filters_in_headless_chromium(run_cli, tmp_path):
+    exe = _chromium()
+    from tests.fake_backends import ALL
+
+    out = tmp_path / "o"
+    run_cli("run", "-k", "rotary/ms-3d and fp32", "--backends", "reference,fake-lie,fake-refuse", "--out", out,
+            "--quiet", env={"ONNX_COMPAT_EXTRA_BACKENDS": ALL}, check=0)
+    page = out / "report.html"
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    n_rows = len({r["case_id"] for r in recs})
+    shot = tmp_path / "shot.png"
+    subprocess.run([exe, *FLAGS, f"--user-data-dir={tmp_path / 'u1'}", "--window-size=1280,900",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000
+    dom = subprocess.run([exe, *FLAGS, f"--user-data-dir={tmp_path / 'u2'}", "--dump-dom",
+                          page.as_uri() + "#backend=fake-lie&status=mismatch"],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert f"of {n_rows} rows" in dom, "the filter script did not run"
+    assert re.search(rf'id="shown"[^>]*>{n_rows} of {n_rows} rows', dom)  # every row has a fake-lie mismatch
+    dom2 = subprocess.run([exe, *FLAGS, f"--user-data-dir={tmp_path / 'u3'}", "--dump-dom",
+                           page.as_uri() + "#backend=reference&status=mismatch"],
+                          capture_output=True, text=True, timeout=120).stdout
+    assert re.search(rf'id="shown"[^>]*>0 of {n_rows} rows', dom2)
+    assert len(re.findall(r'<tr class="row"[^>]*style="display: none;"', dom2)) == n_rows
