@@ -37,6 +37,6 @@ def test_workflow_calls_existing_commands_and_options(run_cli):
     assert wf["jobs"]["cpu"]["strategy"]["matrix"]["shard"] == [1, 2, 3, 4]
     for cmd in ("run", "report"):
         help_text = run_cli(cmd, "--help", check=0).stdout
-        for opt in set(re.findall(rf"onnx-compat {cmd}[^\n]*(?:\n\s+[^\n]*)*", text)):
+        for opt in set(re.findall(rf"onnx-compat {cmd}(?:[^\n]*\\\n)*[^\n]*", text)):
             for flag in re.findall(r"--[a-z-]+", opt):
                 assert flag in help_text, (cmd, flag)
