@@ -60,6 +60,8 @@ class Scenario:
     packed: int = 0
     causal: int = 1
     qk_output: int = 0
+    qseqlens: int = 0  # feed query_seqlens (right-padded chunks, idle entries)
+    qknorm: int = 0  # q_norm_weight/k_norm_weight (Qwen3-style per-head RMS norm)
     dtype: Any = np.float32
 
     @property
@@ -104,6 +106,10 @@ class Scenario:
             feats.append("bidir")
         if self.qk_output:
             feats.append(f"qk{self.qk_output}")
+        if self.qseqlens:
+            feats.append("qseqlens")
+        if self.qknorm:
+            feats.append("qknorm")
         parts += feats or ["plain"]
         ragged = len(set(self.qlen)) > 1 or (self.past and len(set(self.past)) > 1)
         if ragged:
@@ -125,6 +131,7 @@ class Scenario:
                 "position_ids": self.position_ids, "local_window_size": self.window, "softcap": self.softcap,
                 "sink": self.sink or "none", "attention_bias": self.bias, "scale": self.scale or "default",
                 "packed_qkv": self.packed, "causal": self.causal, "qk_output": self.qk_output,
+                "query_seqlens": self.qseqlens, "qk_norm": self.qknorm,
                 "ragged": int(len(set(self.qlen)) > 1 or bool(self.past and len(set(self.past)) > 1)),
                 "steps": self.steps + 1 if self.phase == "multistep" else 1, "dtype": dtype_name(self.dtype)}
 
@@ -136,7 +143,8 @@ class Scenario:
         for flag, mark in [(self.rotary, "gqa_rotary"), (self.window >= 0, "gqa_window"), (self.softcap, "gqa_softcap"),
                            (self.sink, "gqa_sink"), (self.bias, "gqa_bias"), (self.packed, "gqa_packed"),
                            (self.buffer == "shared", "gqa_shared_buffer"), (self.qk_output, "gqa_qk_output"),
-                           (self.position_ids, "gqa_position_ids"), (self.features()["ragged"], "gqa_ragged")]:
+                           (self.position_ids, "gqa_position_ids"), (self.features()["ragged"], "gqa_ragged"),
+                           (self.qseqlens, "gqa_query_seqlens"), (self.qknorm, "gqa_qk_norm")]:
             if flag:
                 m.append(mark)
         if np.dtype(self.dtype) == np.float16:
@@ -157,7 +165,9 @@ def gqa_node(sc: Scenario, with_past: bool, has_cos: bool) -> helper.NodeProto:
     ins = ["query", "" if sc.packed else "key", "" if sc.packed else "value",
            "past_key" if with_past else "", "past_value" if with_past else "", "seqlens_k", "total_sequence_length",
            "cos_cache" if has_cos else "", "sin_cache" if has_cos else "", "position_ids" if sc.position_ids else "",
-           "attention_bias" if sc.bias else "", "head_sink" if sc.sink == "head" else ""]
+           "attention_bias" if sc.bias else "", "head_sink" if sc.sink == "head" else "", "", "",
+           "q_norm_weight" if sc.qknorm else "", "k_norm_weight" if sc.qknorm else "",
+           "query_seqlens" if sc.qseqlens else ""]
     while ins and ins[-1] == "":
         ins.pop()
     outs = ["output", "present_key", "present_value"] + (["output_qk"] if sc.qk_output else [])
@@ -204,7 +214,7 @@ def gqa_model(sc: Scenario, feeds: dict[str, np.ndarray], present_len: int | str
 
 
 def oracle_step(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], qlens: list[int], cap: int,
-                cos, sin, pos, bias, sinks, window: int | None) -> dict[str, np.ndarray]:
+                cos, sin, pos, bias, sinks, window: int | None, norms=None) -> dict[str, np.ndarray]:
     """q: (B,S,N,H), k/v: (B,S,Nkv,H); cache_*: (B,Nkv,cap,H) holding the true past rows."""
     n, nkv, h = sc.heads
     b, s = sc.batch, sc.s
@@ -242,6 +252,10 @@ def oracle_step(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], qlens:
     gidx = g.input("idx", np.int64, idx.shape)
     gmask = g.input("mask", np.float64, None)
     feeds = {"q": up(q), "k": up(k), "v": up(v), "cache_k": up(cache_k), "cache_v": up(cache_v), "idx": idx}
+    if norms is not None:  # RMSNormalization-23 over each head's channels, before rotary
+        (qw, kw), eps = norms
+        gq = g.op("RMSNormalization", gq, g.const(up(qw)), axis=-1, epsilon=eps)
+        gk = g.op("RMSNormalization", gk, g.const(up(kw)), axis=-1, epsilon=eps)
     qt = g.op("Transpose", gq, perm=[0, 2, 1, 3])
     kt = g.op("Transpose", gk, perm=[0, 2, 1, 3])
     vt = g.op("Transpose", gv, perm=[0, 2, 1, 3])
@@ -344,7 +358,7 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
     t_final = max(p + q for p, q in zip(*steps[-1][:2]))
     max_pos = t_final + 8
     cos, sin = rope_cache(max_pos, h, sc.dtype) if sc.rotary else (None, None)
-    with_past = bool(sc.past) or sc.buffer == "shared" or sc.phase == "multistep"
+    with_past = bool(sc.past) or sc.buffer == "shared" or sc.phase == "multistep" or bool(sc.qseqlens)
     if sc.buffer == "shared":
         cap0 = t_final + sc.slack
     else:
@@ -371,7 +385,13 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
             else:
                 feeds["past_key"] = feeds["past_value"] = None  # carried from the backend's own present
         feeds["seqlens_k"] = np.array([t - 1 for t in total], np.int32)
-        feeds["total_sequence_length"] = np.array(tmax, np.int32)
+        if sc.qseqlens:
+            feeds["query_seqlens"] = np.array(qlens, np.int32)
+        cur_len = cache_k.shape[2] if cache_k is not None else 0
+        # with query_seqlens, total_sequence_length is "only an upper bound … (for example the
+        # KV cache capacity)", and the padded chunk must fit: P + S <= C
+        total_feed = (cur_len if cur_len >= tmax else cur_len + s) if sc.qseqlens else tmax
+        feeds["total_sequence_length"] = np.array(total_feed, np.int32)
         pos = np.array([[past[i] + j for j in range(s)] for i in range(b)], np.int64)
         if sc.rotary:
             feeds["cos_cache"], feeds["sin_cache"] = cos, sin
@@ -379,7 +399,7 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
             feeds["position_ids"] = pos
         bias = None
         if sc.bias:
-            bias = normal(rng, (b, 1, s, tmax), sc.dtype, 0.0, 0.5)
+            bias = normal(rng, (b, 1, s, total_feed), sc.dtype, 0.0, 0.5)
             feeds["attention_bias"] = bias
         sinks = None
         if sc.sink == "head":
@@ -387,14 +407,17 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
             feeds["head_sink"] = sinks
         elif sc.sink == "smooth":
             sinks = np.zeros(n)
-        cur_len = cache_k.shape[2] if cache_k is not None else 0
+        norms = None
+        if sc.qknorm:
+            norms = ((normal(rng, (h,), sc.dtype, 1.0, 0.3), normal(rng, (h,), sc.dtype, 1.0, 0.3)), 1e-6)
+            feeds["q_norm_weight"], feeds["k_norm_weight"] = norms[0]
         cap = cur_len if (with_past and cur_len >= tmax) else cur_len + s
         ck = np.zeros((b, nkv, cap, h))
         cv = np.zeros((b, nkv, cap, h))
         if cache_k is not None:
             ck[:, :, :cur_len] = cache_k
             cv[:, :, :cur_len] = cache_v
-        exp = oracle_step(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, bias, sinks, window)
+        exp = oracle_step(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, bias, sinks, window, norms)
         masks = masks_for(sc_step, past, qlens, cap, window)
         cache_k, cache_v = exp["present_key"], exp["present_value"]
         if si == 0:
@@ -515,6 +538,16 @@ def _named_scenarios(full: bool) -> list[Scenario]:
         Scenario("llama", "decode", past=(8, 8, 8), qlen=(1, 1, 1), rotary=1),
         # Phi-3 packed QKV with rotary on a past
         Scenario("phi3", "decode", past=(12,), qlen=(1,), packed=1, rotary=1),
+        # query_seqlens: right-padded chunks of a fixed S, batched, with an idle entry (Q = 0)
+        Scenario("qwen2", "chunk", past=(5, 9), qlen=(3, 1), seq=4, qseqlens=1),
+        Scenario("qwen2", "chunk", past=(5, 9), qlen=(3, 1), seq=4, qseqlens=1, rotary=1),
+        Scenario("edge1", "chunk", past=(6, 4), qlen=(4, 0), seq=4, qseqlens=1),
+        Scenario("llama", "decode", past=(7,), qlen=(1,), qseqlens=1, rotary=1),
+        Scenario("edge2", "prefill-padded", qlen=(5, 2), seq=6, qseqlens=1),
+        # q/k RMS norm inside the op (Qwen3 exports after ORT's fusion); CPU must reject it
+        Scenario("qwen2", "prefill", qlen=(6,), qknorm=1, rotary=1),
+        Scenario("qwen2", "decode", past=(9,), qlen=(1,), qknorm=1, rotary=1),
+        Scenario("edge1", "decode", past=(3, 8), qlen=(1, 1), qknorm=1),
     ]
     return out
 

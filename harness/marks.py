@@ -23,6 +23,8 @@ MARKS: dict[str, str] = {
     "gqa_bias": "GQA with attention_bias",
     "gqa_qk_output": "GQA with the output_qk output",
     "gqa_position_ids": "GQA with do_rotary and explicit position_ids",
+    "gqa_query_seqlens": "GQA with query_seqlens (right-padded chunks, idle entries)",
+    "gqa_qk_norm": "GQA with q_norm_weight/k_norm_weight",
     "fp16": "float16 cases",
     "bf16": "bfloat16 cases",
     "zoo": "zoo models and their twins",

@@ -9,8 +9,7 @@ P + s. Rows the text calls unspecified (output rows >= Q, cache rows >= T) are l
 here and are never compared.
 
 Not implemented (refused with NotImplementedError, never guessed): quantised KV caches
-(k_scale/v_scale, int8/int4/fp8 past), sliding_window_cache=1, query_seqlens,
-q_norm_weight/k_norm_weight.
+(k_scale/v_scale, int8/int4/fp8 past) and sliding_window_cache=1.
 """
 
 from __future__ import annotations
@@ -31,6 +30,10 @@ def _rope(x: np.ndarray, pos: np.ndarray, cos: np.ndarray, sin: np.ndarray, inte
     return out
 
 
+def _rms(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight.astype(np.float64)
+
+
 def window_reading(local_window_size: int) -> int | None:
     """R3/R4: a window of W keys including the current one; W <= 0 means no window."""
     return local_window_size if local_window_size > 0 else None
@@ -38,7 +41,8 @@ def window_reading(local_window_size: int) -> int | None:
 
 def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache,
         position_ids, attention_bias, head_sink, *, num_heads, kv_num_heads, scale=None, softcap=0.0,
-        local_window_size=-1, do_rotary=0, rotary_interleaved=0, smooth_softmax=-1, causal=1, qk_output=0):
+        local_window_size=-1, do_rotary=0, rotary_interleaved=0, smooth_softmax=-1, causal=1, qk_output=0,
+        query_seqlens=None, q_norm=None, k_norm=None):
     f64 = np.float64
     q_in = query.astype(f64)
     b_sz, s_len = q_in.shape[:2]
@@ -70,11 +74,14 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
     sin = None if sin_cache is None else sin_cache.astype(f64)
     for b in range(b_sz):
         t = int(seqlens[b]) + 1
-        q_valid = min(s_len, t)
+        q_valid = min(s_len, t) if query_seqlens is None else int(np.asarray(query_seqlens).reshape(-1)[b])
         p = t - q_valid
         if past_key is not None and p > past_len:
             raise ValueError(f"batch {b}: seqlens_k implies {p} cached tokens but past_key holds {past_len}")
         qb, kb, vb = q_all[b, :q_valid], k_all[b, :q_valid], v_all[b, :q_valid]
+        if q_norm is not None:  # R10: per-head RMS norm of the new Q and K rows, before rotary
+            qb = _rms(qb, *q_norm)
+            kb = _rms(kb, *k_norm)
         if do_rotary:
             if position_ids is not None:  # R6
                 pos = np.asarray(position_ids)[b, :q_valid].astype(np.int64)
@@ -141,17 +148,17 @@ class GroupQueryAttention(OpRun):
             unsupported.append("quantised KV cache")
         if sliding_window_cache:
             unsupported.append("sliding_window_cache=1")
-        if query_seqlens is not None:
-            unsupported.append("query_seqlens")
-        if q_norm_weight is not None or k_norm_weight is not None:
-            unsupported.append("q_norm_weight/k_norm_weight")
+        if (q_norm_weight is None) != (k_norm_weight is None):
+            raise ValueError("q_norm_weight and k_norm_weight must be provided together")
         if unsupported:
             raise NotImplementedError("onnx-compat's GQA reference does not implement " + ", ".join(unsupported))
         outs = gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache,
                    position_ids, attention_bias, head_sink, num_heads=num_heads, kv_num_heads=kv_num_heads,
                    scale=scale, softcap=softcap, local_window_size=local_window_size, do_rotary=do_rotary,
                    rotary_interleaved=rotary_interleaved, smooth_softmax=smooth_softmax, causal=causal,
-                   qk_output=qk_output)
+                   qk_output=qk_output, query_seqlens=query_seqlens,
+                   q_norm=None if q_norm_weight is None else (q_norm_weight, q_norm_epsilon or qk_norm_epsilon),
+                   k_norm=None if k_norm_weight is None else (k_norm_weight, k_norm_epsilon or qk_norm_epsilon))
         if not qk_output:
             outs = (*outs, np.zeros((0,), dtype=query.dtype))
         return outs
