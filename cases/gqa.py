@@ -85,6 +85,8 @@ class Scenario:
         parts = [self.phase]
         if self.buffer == "shared":
             parts.append(f"shared{self.slack}")
+        if self.buffer == "sliding":
+            parts.append(f"slidingcache{self.slack}")
         feats = []
         if self.rotary:
             feats.append("rotary" if self.rotary == 1 else "rotaryinter")
@@ -144,7 +146,8 @@ class Scenario:
                            (self.sink, "gqa_sink"), (self.bias, "gqa_bias"), (self.packed, "gqa_packed"),
                            (self.buffer == "shared", "gqa_shared_buffer"), (self.qk_output, "gqa_qk_output"),
                            (self.position_ids, "gqa_position_ids"), (self.features()["ragged"], "gqa_ragged"),
-                           (self.qseqlens, "gqa_query_seqlens"), (self.qknorm, "gqa_qk_norm")]:
+                           (self.qseqlens, "gqa_query_seqlens"), (self.qknorm, "gqa_qk_norm"),
+                           (self.buffer == "sliding", "gqa_sliding_cache")]:
             if flag:
                 m.append(mark)
         if np.dtype(self.dtype) == np.float16:
@@ -186,6 +189,8 @@ def gqa_node(sc: Scenario, with_past: bool, has_cos: bool) -> helper.NodeProto:
         attrs["causal"] = 0
     if sc.qk_output:
         attrs["qk_output"] = sc.qk_output
+    if sc.buffer == "sliding":
+        attrs["sliding_window_cache"] = 1
     return helper.make_node("GroupQueryAttention", ins, outs, domain=MS, **attrs)
 
 
@@ -298,6 +303,74 @@ def oracle_step(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], qlens:
     return result
 
 
+def resident_by_simulation(t: int, cap: int, window: int) -> int:
+    """The oracle's own count of resident positions: append tokens one at a time and evict
+    G = C - W + 1 positions whenever the buffer overflows (the schema's description, simulated;
+    the reference uses the closed form)."""
+    g, n = cap - window + 1, 0
+    for _ in range(t):
+        n += 1
+        if n > cap:
+            n -= g
+    return n
+
+
+def oracle_step_sliding(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], qlens: list[int], cap: int,
+                        cos, sin, pos, window: int) -> dict[str, np.ndarray]:
+    """sliding_window_cache=1: scatter the resident past rows and the new rows into a buffer indexed
+    by absolute position (plus one never-read dump row), attend with an explicit mask, and gather
+    the L(T) most recent positions back into rows [0, L) of present (GatherND)."""
+    resident = resident_by_simulation
+    n, nkv, h = sc.heads
+    b, s = sc.batch, sc.s
+    total = [past[i] + qlens[i] for i in range(b)]
+    abs_len = max(total)
+    dump = abs_len
+    old_idx = np.zeros((b, nkv, cap, 3), np.int64)
+    new_idx = np.zeros((b, nkv, s, 3), np.int64)
+    gather_idx = np.zeros((b, nkv, cap, 3), np.int64)
+    mask = np.full((b, n, s, abs_len + 1), -np.inf)
+    for i in range(b):
+        lp = resident(past[i], cap, window)
+        lt = resident(total[i], cap, window)
+        for hk in range(nkv):
+            for r in range(cap):
+                old_idx[i, hk, r] = (i, hk, past[i] - lp + r if r < lp else dump)
+                gather_idx[i, hk, r] = (i, hk, total[i] - lt + r if r < lt else dump)
+            for j in range(s):
+                new_idx[i, hk, j] = (i, hk, past[i] + j if j < qlens[i] else dump)
+        keys = np.arange(abs_len + 1)
+        for j in range(qlens[i]):
+            qpos = past[i] + j
+            allowed = (keys < total[i]) & (keys >= past[i] - lp) & (keys <= qpos) & (keys > qpos - window)
+            mask[i, :, j, allowed] = 0.0
+    g = GraphBuilder(opset=23)
+    gq, gk, gv = (g.input(nm, np.float64, a.shape) for nm, a in (("q", q), ("k", k), ("v", v)))
+    gck = g.input("cache_k", np.float64, cache_k.shape)
+    gcv = g.input("cache_v", np.float64, cache_v.shape)
+    feeds = {"q": up(q), "k": up(k), "v": up(v), "cache_k": up(cache_k), "cache_v": up(cache_v)}
+    qt = g.op("Transpose", gq, perm=[0, 2, 1, 3])
+    kt = g.op("Transpose", gk, perm=[0, 2, 1, 3])
+    vt = g.op("Transpose", gv, perm=[0, 2, 1, 3])
+    if sc.rotary:
+        gcos, gsin, gpos = g.input("cos", np.float64, cos.shape), g.input("sin", np.float64, sin.shape), g.input("pos", np.int64, pos.shape)
+        feeds.update(cos=up(cos), sin=up(sin), pos=pos)
+        qt = g.op("RotaryEmbedding", qt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+        kt = g.op("RotaryEmbedding", kt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+    zeros = g.const(np.zeros((b, nkv, abs_len + 1, h)))
+    full_k = g.op("ScatterND", g.op("ScatterND", zeros, g.const(old_idx), gck), g.const(new_idx), kt)
+    full_v = g.op("ScatterND", g.op("ScatterND", zeros, g.const(old_idx), gcv), g.const(new_idx), vt)
+    attrs: dict[str, Any] = {"is_causal": 0, "scale": float(sc.scale) if sc.scale else float(1.0 / np.sqrt(h))}
+    if sc.softcap:
+        attrs["softcap"] = float(sc.softcap)
+    y = g.op("Attention", qt, full_k, full_v, g.const(mask), **attrs)
+    out = g.op("Reshape", g.op("Transpose", y, perm=[0, 2, 1, 3]), g.const(np.array([b, s, n * h], np.int64)))
+    g.output(out, rename="output")
+    g.output(g.op("GatherND", full_k, g.const(gather_idx)), rename="present_key")
+    g.output(g.op("GatherND", full_v, g.const(gather_idx)), rename="present_value")
+    return run_reference(g.model(), feeds)
+
+
 def masks_for(sc: Scenario, past, qlens, cap, window) -> dict[str, np.ndarray]:
     n, nkv, h = sc.heads
     b, s = sc.batch, sc.s
@@ -307,7 +380,10 @@ def masks_for(sc: Scenario, past, qlens, cap, window) -> dict[str, np.ndarray]:
     qk = np.zeros((b, n, s, max(total)), bool)
     for i in range(b):
         out[i, : qlens[i]] = True
-        pk[i, :, : total[i]] = True
+        if sc.buffer == "sliding":
+            pk[i, :, : resident_by_simulation(total[i], cap, sc.window)] = True
+        else:
+            pk[i, :, : total[i]] = True
         for j in range(qlens[i]):
             qpos = past[i] + j
             keys = np.arange(max(total))
@@ -358,9 +434,11 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
     t_final = max(p + q for p, q in zip(*steps[-1][:2]))
     max_pos = t_final + 8
     cos, sin = rope_cache(max_pos, h, sc.dtype) if sc.rotary else (None, None)
-    with_past = bool(sc.past) or sc.buffer == "shared" or sc.phase == "multistep" or bool(sc.qseqlens)
+    with_past = bool(sc.past) or sc.buffer in ("shared", "sliding") or sc.phase == "multistep" or bool(sc.qseqlens)
     if sc.buffer == "shared":
         cap0 = t_final + sc.slack
+    elif sc.buffer == "sliding":
+        cap0 = sc.window + sc.slack
     else:
         cap0 = max(steps[0][0]) if sc.past else 0
     # the true cache, carried by the oracle across steps
@@ -368,8 +446,12 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
     true_v = normal(rng, (b, nkv, cap0, h), sc.dtype) if with_past else None
     if with_past:  # rows at/after each entry's past are stale garbage a correct kernel never reads
         for i in range(b):
-            true_k[i, :, steps[0][0][i]:] = 1e3 if sc.buffer == "shared" else true_k[i, :, steps[0][0][i]:]
-            true_v[i, :, steps[0][0][i]:] = 1e3 if sc.buffer == "shared" else true_v[i, :, steps[0][0][i]:]
+            live = steps[0][0][i]
+            if sc.buffer == "sliding":
+                live = resident_by_simulation(live, cap0, sc.window)
+            if sc.buffer in ("shared", "sliding"):
+                true_k[i, :, live:] = 1e3
+                true_v[i, :, live:] = 1e3
     feeds_list, expected_list, masks_list = [], [], []
     first_model = None
     cache_k, cache_v = (up(true_k), up(true_v)) if with_past else (None, None)
@@ -411,13 +493,16 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
         if sc.qknorm:
             norms = ((normal(rng, (h,), sc.dtype, 1.0, 0.3), normal(rng, (h,), sc.dtype, 1.0, 0.3)), 1e-6)
             feeds["q_norm_weight"], feeds["k_norm_weight"] = norms[0]
-        cap = cur_len if (with_past and cur_len >= tmax) else cur_len + s
+        cap = cur_len if (with_past and (cur_len >= tmax or sc.buffer == "sliding")) else cur_len + s
         ck = np.zeros((b, nkv, cap, h))
         cv = np.zeros((b, nkv, cap, h))
         if cache_k is not None:
             ck[:, :, :cur_len] = cache_k
             cv[:, :, :cur_len] = cache_v
-        exp = oracle_step(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, bias, sinks, window, norms)
+        if sc.buffer == "sliding":
+            exp = oracle_step_sliding(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, sc.window)
+        else:
+            exp = oracle_step(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, bias, sinks, window, norms)
         masks = masks_for(sc_step, past, qlens, cap, window)
         cache_k, cache_v = exp["present_key"], exp["present_value"]
         if si == 0:
@@ -544,6 +629,13 @@ def _named_scenarios(full: bool) -> list[Scenario]:
         Scenario("edge1", "chunk", past=(6, 4), qlen=(4, 0), seq=4, qseqlens=1),
         Scenario("llama", "decode", past=(7,), qlen=(1,), qseqlens=1, rotary=1),
         Scenario("edge2", "prefill-padded", qlen=(5, 2), seq=6, qseqlens=1),
+        # sliding_window_cache: window-sized buffers with internal eviction (C = W as CUDA needs,
+        # and C > W, which amortises compaction), prompts longer than C, ragged resident ranges
+        Scenario("edge1", "decode", past=(9,), qlen=(1,), buffer="sliding", slack=2, window=4),
+        Scenario("gemma3", "decode", past=(9, 5), qlen=(1, 1), buffer="sliding", slack=0, window=4, rotary=1),
+        Scenario("qwen2", "multistep", qlen=(6,), steps=4, buffer="sliding", slack=1, window=4, rotary=1),
+        Scenario("edge2", "chunk", past=(8,), qlen=(3,), buffer="sliding", slack=3, window=3),
+        Scenario("gemma4s", "multistep", qlen=(3, 2), steps=5, buffer="sliding", slack=2, window=3, scale=1.0),
         # q/k RMS norm inside the op (Qwen3 exports after ORT's fusion); CPU must reject it
         Scenario("qwen2", "prefill", qlen=(6,), qknorm=1, rotary=1),
         Scenario("qwen2", "decode", past=(9,), qlen=(1,), qknorm=1, rotary=1),

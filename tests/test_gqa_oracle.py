@@ -39,7 +39,7 @@ def test_masks_leave_every_valid_row_compared():
             assert m[i, :t].all() and not m[i, t:].any()
 
 
-@pytest.mark.parametrize("needle", ["win3", "rotary-", "sinkhead", "softcap1.5", "multistep"])
+@pytest.mark.parametrize("needle", ["win3", "rotary-", "sinkhead", "softcap1.5", "multistep", "slidingcache"])
 def test_a_buggy_reference_fails_against_the_oracle(monkeypatch, needle):
     """Inject one classic bug per feature; the oracle must catch it on the grid's cases."""
     bugs = {
@@ -48,6 +48,8 @@ def test_a_buggy_reference_fails_against_the_oracle(monkeypatch, needle):
         "sinkhead": None,
         "softcap1.5": None,
         "multistep": None,
+        # eviction by one position at a time instead of G at once (G = C - W + 1)
+        "slidingcache": ("resident", lambda t, cap, w: min(t, cap)),
     }
     if bugs[needle]:
         name, fn = bugs[needle]
@@ -67,6 +69,6 @@ def test_a_buggy_reference_fails_against_the_oracle(monkeypatch, needle):
             return tuple(out)
 
         monkeypatch.setattr(ref_gqa, "gqa", late)
-    cases = [c for c in _cases(needle, "fp32")][:4]
+    cases = [c for c in _cases(needle, "fp32") if needle != "slidingcache" or "slack" not in c.id][:6]
     statuses = [run_cell(c, Reference())["status"] for c in cases]
     assert "mismatch" in statuses, statuses

@@ -8,8 +8,11 @@ before. Valid new K/V rows go to cache rows [P, T); query row s sits at absolute
 P + s. Rows the text calls unspecified (output rows >= Q, cache rows >= T) are left zero
 here and are never compared.
 
+sliding_window_cache=1 (R12): the buffers hold the L(T) most recent positions at rows [0, L),
+L(T) = T if T <= C else T - G*ceil((T - C)/G), G = C - W + 1 (the schema's formula).
+
 Not implemented (refused with NotImplementedError, never guessed): quantised KV caches
-(k_scale/v_scale, int8/int4/fp8 past) and sliding_window_cache=1.
+(k_scale/v_scale, int8/int4/fp8 past).
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ def _rms(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight.astype(np.float64)
 
 
+def resident(t: int, cap: int, window: int) -> int:
+    """L(T): how many of the most recent positions a windowed cache of capacity C keeps."""
+    if t <= cap:
+        return t
+    g = cap - window + 1
+    return t - g * (-(-(t - cap) // g))
+
+
 def window_reading(local_window_size: int) -> int | None:
     """R3/R4: a window of W keys including the current one; W <= 0 means no window."""
     return local_window_size if local_window_size > 0 else None
@@ -42,7 +53,7 @@ def window_reading(local_window_size: int) -> int | None:
 def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache,
         position_ids, attention_bias, head_sink, *, num_heads, kv_num_heads, scale=None, softcap=0.0,
         local_window_size=-1, do_rotary=0, rotary_interleaved=0, smooth_softmax=-1, causal=1, qk_output=0,
-        query_seqlens=None, q_norm=None, k_norm=None):
+        query_seqlens=None, q_norm=None, k_norm=None, sliding_window_cache=0):
     f64 = np.float64
     q_in = query.astype(f64)
     b_sz, s_len = q_in.shape[:2]
@@ -63,6 +74,8 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
     past_len = 0 if past_key is None else past_key.shape[2]
     shared = past_key is not None and past_len >= total  # R2: one max-length buffer
     cap = past_len if shared else past_len + s_len
+    if sliding_window_cache:
+        cap = past_len
     present_k = np.zeros((b_sz, nkv, cap, h), f64)
     present_v = np.zeros((b_sz, nkv, cap, h), f64)
     out = np.zeros((b_sz, s_len, n, h), f64)
@@ -76,7 +89,7 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
         t = int(seqlens[b]) + 1
         q_valid = min(s_len, t) if query_seqlens is None else int(np.asarray(query_seqlens).reshape(-1)[b])
         p = t - q_valid
-        if past_key is not None and p > past_len:
+        if past_key is not None and p > past_len and not sliding_window_cache:
             raise ValueError(f"batch {b}: seqlens_k implies {p} cached tokens but past_key holds {past_len}")
         qb, kb, vb = q_all[b, :q_valid], k_all[b, :q_valid], v_all[b, :q_valid]
         if q_norm is not None:  # R10: per-head RMS norm of the new Q and K rows, before rotary
@@ -89,26 +102,36 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
                 pos = p + np.arange(q_valid)
             qb = _rope(qb, pos, cos, sin, bool(rotary_interleaved))
             kb = _rope(kb, pos, cos, sin, bool(rotary_interleaved))
-        if p:
-            present_k[b, :, :p] = past_key[b, :, :p].astype(f64)
-            present_v[b, :, :p] = past_value[b, :, :p].astype(f64)
-        present_k[b, :, p:t] = np.transpose(kb, (1, 0, 2))
-        present_v[b, :, p:t] = np.transpose(vb, (1, 0, 2))
-        keys = np.arange(t)
+        if sliding_window_cache:  # R12: resident rows of the past, then the new rows
+            lp = resident(p, cap, int(local_window_size))
+            seq_k = np.concatenate([past_key[b, :, :lp].astype(f64), np.transpose(kb, (1, 0, 2))], axis=1)
+            seq_v = np.concatenate([past_value[b, :, :lp].astype(f64), np.transpose(vb, (1, 0, 2))], axis=1)
+            keys = np.arange(p - lp, t)
+            lt = resident(t, cap, int(local_window_size))
+            present_k[b, :, :lt] = seq_k[:, len(keys) - lt:]
+            present_v[b, :, :lt] = seq_v[:, len(keys) - lt:]
+        else:
+            if p:
+                present_k[b, :, :p] = past_key[b, :, :p].astype(f64)
+                present_v[b, :, :p] = past_value[b, :, :p].astype(f64)
+            present_k[b, :, p:t] = np.transpose(kb, (1, 0, 2))
+            present_v[b, :, p:t] = np.transpose(vb, (1, 0, 2))
+            keys = np.arange(t)
+            seq_k, seq_v = present_k[b, :, :t], present_v[b, :, :t]
         for hq in range(n):
             hk = hq // group
-            kk, vv = present_k[b, hk, :t], present_v[b, hk, :t]
+            kk, vv = seq_k[hk], seq_v[hk]
             for s in range(q_valid):
                 qpos = p + s
                 scores = (kk @ qb[s, hq]) * scale
                 if softcap and softcap > 0:  # R5: scale, softcap, then bias and mask
                     scores = softcap * np.tanh(scores / softcap)
                 if qk_output == 1:
-                    qk[b, hq, s, :t] = scores
+                    qk[b, hq, s, keys] = scores
                 if attention_bias is not None:
                     ab = attention_bias.astype(f64)
-                    scores = scores + ab[min(b, ab.shape[0] - 1), min(hq, ab.shape[1] - 1), s, :t]
-                allowed = np.ones(t, bool)
+                    scores = scores + ab[min(b, ab.shape[0] - 1), min(hq, ab.shape[1] - 1), s, keys]
+                allowed = np.ones(len(keys), bool)
                 if causal:
                     allowed &= keys <= qpos
                 if window is not None:
@@ -125,7 +148,7 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
                 prob = e / den
                 out[b, s, hq] = prob @ vv
                 if qk_output == 2:
-                    qk[b, hq, s, :t] = prob
+                    qk[b, hq, s, keys] = prob
     dt = query.dtype
     outs = [out.reshape(b_sz, s_len, n * h).astype(dt), present_k.astype(dt), present_v.astype(dt)]
     if qk_output:
@@ -146,8 +169,8 @@ class GroupQueryAttention(OpRun):
         unsupported = []
         if k_scale is not None or v_scale is not None or (past_key is not None and past_key.dtype.kind in "iu"):
             unsupported.append("quantised KV cache")
-        if sliding_window_cache:
-            unsupported.append("sliding_window_cache=1")
+        if sliding_window_cache and (local_window_size <= 0 or past_key is None or past_key.shape[2] < local_window_size):
+            raise ValueError("sliding_window_cache=1 needs local_window_size > 0 and a past capacity >= it")
         if (q_norm_weight is None) != (k_norm_weight is None):
             raise ValueError("q_norm_weight and k_norm_weight must be provided together")
         if unsupported:
@@ -156,7 +179,7 @@ class GroupQueryAttention(OpRun):
                    position_ids, attention_bias, head_sink, num_heads=num_heads, kv_num_heads=kv_num_heads,
                    scale=scale, softcap=softcap, local_window_size=local_window_size, do_rotary=do_rotary,
                    rotary_interleaved=rotary_interleaved, smooth_softmax=smooth_softmax, causal=causal,
-                   qk_output=qk_output, query_seqlens=query_seqlens,
+                   qk_output=qk_output, query_seqlens=query_seqlens, sliding_window_cache=sliding_window_cache,
                    q_norm=None if q_norm_weight is None else (q_norm_weight, q_norm_epsilon or qk_norm_epsilon),
                    k_norm=None if k_norm_weight is None else (k_norm_weight, k_norm_epsilon or qk_norm_epsilon))
         if not qk_output:
