@@ -65,6 +65,17 @@ def diff(records: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> dict[
     return changes
 
 
+def _slim(rec: dict[str, Any]) -> dict[str, Any]:
+    """A passing cell keeps its summary metrics (and per-step ones for charts); the per-output
+    breakdown is kept where it explains a finding. Keeps the page small."""
+    m = dict(rec.get("metrics") or {})
+    if rec.get("status") == "pass":
+        m.pop("outputs", None)
+        if "steps" in m:
+            m["steps"] = [{k: s.get(k) for k in ("max_abs", "nmse", "cosine")} for s in m["steps"]]
+    return m
+
+
 def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None,
            title: str = "onnx-compat report", env: dict[str, Any] | None = None) -> str:
     jenv = Environment(loader=PackageLoader("harness", "templates"), autoescape=select_autoescape(["html", "j2"]),
@@ -83,10 +94,12 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
         families=families, marks=marks, env=env or environment(), n_cells=len(records),
         diff=diff(records, baseline) if baseline is not None else None,
         seed_rows=seed_table(records, order), feature_rows=feature_table(records),
-        details_json=_safe_json({k: {"metrics": v.get("metrics"), "message": v.get("message"),
-                                     "tolerance": v.get("tolerance"), "version": v.get("backend_version"),
-                                     "repro": v.get("repro"), "seconds": v.get("seconds"),
-                                     "features": v.get("features")} for k, v in details.items()}),
+        # per cell only what differs between cells; versions and tolerances are looked up by name
+        details_json=_safe_json({k: {"metrics": _slim(v), "message": v.get("message"),
+                                     "tolerance": (v.get("tolerance") or {}).get("profile"),
+                                     "repro": v.get("repro"), "seconds": v.get("seconds")} for k, v in details.items()}),
+        versions_json=_safe_json(m["versions"]),
+        tolerances_json=_safe_json({(r.get("tolerance") or {}).get("profile"): r.get("tolerance") for r in records}),
     )
 
 

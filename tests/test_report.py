@@ -48,10 +48,15 @@ def test_hostile_strings_are_escaped(run_cli, tmp_path):
     page = (tmp_path / "r" / "report.html").read_text()
     p = Tags()
     p.feed(page)
-    assert [t for t, _ in p.tags].count("script") == 2  # only the page's own: data + code
+    assert [t for t, _ in p.tags].count("script") == 4  # only the page's own: 3 data blocks + code
     assert not [t for t, a in p.tags if t in ("img", "svg") or any(k.startswith("on") for k in a)]
+    for block in ("cell-data", "tol-data", "version-data"):
+        data = re.search(rf'<script type="application/json" id="{block}">(.*?)</script>', page, re.S).group(1)
+        assert "<" not in data and "</script" not in data.lower()
+        assert json.loads(data) is not None
+    versions = json.loads(re.search(r'id="version-data">(.*?)</script>', page, re.S).group(1))
+    assert versions["ort-cpu"] == "<svg onload=alert(4)>"  # kept as text, parsed back exactly
     data = re.search(r'<script type="application/json" id="cell-data">(.*?)</script>', page, re.S).group(1)
-    assert "<" not in data and "</script" not in data.lower()
     decoded = json.loads(data)
     assert any(v["message"] == HOSTILE[2] for v in decoded.values())
     assert html.escape("<b>case0</b>") in page
@@ -129,3 +134,12 @@ def test_report_renders_and_filters_in_headless_chromium(run_cli, tmp_path):
                           capture_output=True, text=True, timeout=120).stdout
     assert re.search(rf'id="shown"[^>]*>0 of {n_rows} rows', dom2)
     assert len(re.findall(r'<tr class="row"[^>]*style="display: none;"', dom2)) == n_rows
+    lie = next(r for r in recs if r["backend"] == "fake-lie")
+    dom3 = subprocess.run([exe, *FLAGS, f"--user-data-dir={tmp_path / 'u4'}", "--dump-dom",
+                           page.as_uri() + "#cell=" + lie["case_id"] + "|fake-lie"],
+                          capture_output=True, text=True, timeout=120).stdout
+    title = re.search(r'id="d-title">([^<]*)<', dom3).group(1)
+    assert title == f"{lie['case_id']} [fake-lie]"
+    assert "outside atol" in re.search(r'id="d-message">([^<]*)<', dom3).group(1)
+    assert "fp32-pointwise" in re.search(r'id="d-tol">([^<]*)<', dom3).group(1)
+    assert "fake Lying" in re.search(r'id="d-version">([^<]*)<', dom3).group(1)
