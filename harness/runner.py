@@ -132,6 +132,10 @@ _WORKER_INFO: dict[str, tuple[tuple[bool, str], str]] = {}
 
 
 def _init_worker(names: Sequence[str], isolate: bool, timeout: float) -> None:
+    import warnings
+
+    # onnx.reference's softmax warns on fully masked rows, which some cases have on purpose
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"onnx\.reference")
     _WORKER_BACKENDS.clear()
     for n in names:
         b = backend_registry.get(n, isolated=True if isolate else None, timeout=timeout)

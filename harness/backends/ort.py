@@ -46,7 +46,7 @@ class OrtBackend(Backend):
     def _options(self):
         ort = _ort()
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # failures are kept in the cell's message
         if not self.optimize:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         return so
