@@ -62,7 +62,12 @@ class Scenario:
     qk_output: int = 0
     qseqlens: int = 0  # feed query_seqlens (right-padded chunks, idle entries)
     qknorm: int = 0  # q_norm_weight/k_norm_weight (Qwen3-style per-head RMS norm)
+    kvq: str = ""  # quantised KV cache: int8-tensor | int8-channel | int4-tensor | int4-channel
     dtype: Any = np.float32
+
+    @property
+    def kv_bits(self) -> int:
+        return 4 if self.kvq.startswith("int4") else 8
 
     @property
     def heads(self):
@@ -112,6 +117,8 @@ class Scenario:
             feats.append("qseqlens")
         if self.qknorm:
             feats.append("qknorm")
+        if self.kvq:
+            feats.append(f"kv{self.kvq}")
         parts += feats or ["plain"]
         ragged = len(set(self.qlen)) > 1 or (self.past and len(set(self.past)) > 1)
         if ragged:
@@ -133,7 +140,7 @@ class Scenario:
                 "position_ids": self.position_ids, "local_window_size": self.window, "softcap": self.softcap,
                 "sink": self.sink or "none", "attention_bias": self.bias, "scale": self.scale or "default",
                 "packed_qkv": self.packed, "causal": self.causal, "qk_output": self.qk_output,
-                "query_seqlens": self.qseqlens, "qk_norm": self.qknorm,
+                "query_seqlens": self.qseqlens, "qk_norm": self.qknorm, "kv_quant": self.kvq or "none",
                 "ragged": int(len(set(self.qlen)) > 1 or bool(self.past and len(set(self.past)) > 1)),
                 "steps": self.steps + 1 if self.phase == "multistep" else 1, "dtype": dtype_name(self.dtype)}
 
@@ -147,7 +154,7 @@ class Scenario:
                            (self.buffer == "shared", "gqa_shared_buffer"), (self.qk_output, "gqa_qk_output"),
                            (self.position_ids, "gqa_position_ids"), (self.features()["ragged"], "gqa_ragged"),
                            (self.qseqlens, "gqa_query_seqlens"), (self.qknorm, "gqa_qk_norm"),
-                           (self.buffer == "sliding", "gqa_sliding_cache")]:
+                           (self.buffer == "sliding", "gqa_sliding_cache"), (self.kvq, "gqa_kv_quant")]:
             if flag:
                 m.append(mark)
         if np.dtype(self.dtype) == np.float16:
@@ -168,7 +175,8 @@ def gqa_node(sc: Scenario, with_past: bool, has_cos: bool) -> helper.NodeProto:
     ins = ["query", "" if sc.packed else "key", "" if sc.packed else "value",
            "past_key" if with_past else "", "past_value" if with_past else "", "seqlens_k", "total_sequence_length",
            "cos_cache" if has_cos else "", "sin_cache" if has_cos else "", "position_ids" if sc.position_ids else "",
-           "attention_bias" if sc.bias else "", "head_sink" if sc.sink == "head" else "", "", "",
+           "attention_bias" if sc.bias else "", "head_sink" if sc.sink == "head" else "",
+           "k_scale" if sc.kvq else "", "v_scale" if sc.kvq else "",
            "q_norm_weight" if sc.qknorm else "", "k_norm_weight" if sc.qknorm else "",
            "query_seqlens" if sc.qseqlens else ""]
     while ins and ins[-1] == "":
@@ -191,6 +199,9 @@ def gqa_node(sc: Scenario, with_past: bool, has_cos: bool) -> helper.NodeProto:
         attrs["qk_output"] = sc.qk_output
     if sc.buffer == "sliding":
         attrs["sliding_window_cache"] = 1
+    if sc.kvq:
+        mode = "PER_TENSOR" if sc.kvq.endswith("tensor") else "PER_CHANNEL"
+        attrs.update(k_quant_type=mode, v_quant_type=mode, kv_cache_bit_width=sc.kv_bits)
     return helper.make_node("GroupQueryAttention", ins, outs, domain=MS, **attrs)
 
 
@@ -198,8 +209,11 @@ def gqa_model(sc: Scenario, feeds: dict[str, np.ndarray], present_len: int | str
     n, nkv, h = sc.heads
     node = gqa_node(sc, "past_key" in feeds, "cos_cache" in feeds)
     b = sc.batch
-    outs = {"output": (sc.dtype, [b, sc.s, n * h]), "present_key": (sc.dtype, [b, nkv, present_len, h]),
-            "present_value": (sc.dtype, [b, nkv, present_len, h])}
+    cache_dt, cache_h = sc.dtype, h
+    if sc.kvq:
+        cache_dt, cache_h = (np.uint8, h // 2) if sc.kv_bits == 4 else (np.int8, h)
+    outs = {"output": (sc.dtype, [b, sc.s, n * h]), "present_key": (cache_dt, [b, nkv, present_len, cache_h]),
+            "present_value": (cache_dt, [b, nkv, present_len, cache_h])}
     if sc.qk_output:
         outs["output_qk"] = (sc.dtype, [b, n, sc.s, total])
     model = single_node_model(node, feeds, outs)
@@ -371,6 +385,80 @@ def oracle_step_sliding(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int]
     return run_reference(g.model(), feeds)
 
 
+def pack_nibbles(values: np.ndarray, offset: int = 0) -> np.ndarray:
+    """The oracle's own 4-bit packing (arithmetic, not bit operations): byte = lo + 16 * hi.
+    offset 0: each nibble is the two's complement of a value in [-8, 7] (R14); offset 8: the
+    other reading, nibble = value + 8."""
+    v = np.mod(np.asarray(values).astype(np.int64) + offset, 16)
+    return (v[..., 0::2] + 16 * v[..., 1::2]).astype(np.uint8)
+
+
+def unpack_nibbles(data: np.ndarray, offset: int = 0) -> np.ndarray:
+    d = np.asarray(data).astype(np.int64)
+    n = np.stack([d % 16, d // 16], axis=-1).reshape(*d.shape[:-1], d.shape[-1] * 2)
+    return (n - offset if offset else np.where(n >= 8, n - 16, n)).astype(np.float64)
+
+
+def oracle_step_kvq(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], qlens: list[int], cap: int,
+                    cos, sin, pos, window: int | None, k_scale, v_scale, float_new_rows: bool = False):
+    """Quantised cache: the cache holds integers (unpacked, float64 here); new rows are
+    quantised with Div/Round/Clip (ONNX Round is half-to-even), placed with ScatterND, and the
+    attention reads Mul(cache, scale). With `float_new_rows`, the other reading: attention reads
+    the new rows before quantisation."""
+    n, nkv, h = sc.heads
+    b, s = sc.batch, sc.s
+    total = [past[i] + qlens[i] for i in range(b)]
+    lo, hi = (-8.0, 7.0) if sc.kv_bits == 4 else (-128.0, 127.0)
+    idx = np.array([[[(i, hk, min(past[i] + j, cap - 1)) for j in range(s)] for hk in range(nkv)] for i in range(b)],
+                   np.int64)
+    mask = np.full((b, n, s, cap), -np.inf)
+    keys = np.arange(cap)
+    for i in range(b):
+        for j in range(qlens[i]):
+            qpos = past[i] + j
+            allowed = (keys < total[i]) & (keys <= qpos)
+            if window is not None:
+                allowed &= keys > qpos - window
+            mask[i, :, j, allowed] = 0.0
+    g = GraphBuilder(opset=23)
+    gq, gk, gv = (g.input(nm, np.float64, a.shape) for nm, a in (("q", q), ("k", k), ("v", v)))
+    gck, gcv = g.input("cache_k", np.float64, cache_k.shape), g.input("cache_v", np.float64, cache_v.shape)
+    gks = g.const(np.asarray(k_scale, np.float64).reshape(1, -1, 1, h) if np.size(k_scale) > 1 else np.float64(np.asarray(k_scale).ravel()[0]))
+    gvs = g.const(np.asarray(v_scale, np.float64).reshape(1, -1, 1, h) if np.size(v_scale) > 1 else np.float64(np.asarray(v_scale).ravel()[0]))
+    feeds = {"q": up(q), "k": up(k), "v": up(v), "cache_k": cache_k, "cache_v": cache_v}
+    qt = g.op("Transpose", gq, perm=[0, 2, 1, 3])
+    kt = g.op("Transpose", gk, perm=[0, 2, 1, 3])
+    vt = g.op("Transpose", gv, perm=[0, 2, 1, 3])
+    if sc.rotary:
+        gcos, gsin, gpos = g.input("cos", np.float64, cos.shape), g.input("sin", np.float64, sin.shape), g.input("pos", np.int64, pos.shape)
+        feeds.update(cos=up(cos), sin=up(sin), pos=pos)
+        qt = g.op("RotaryEmbedding", qt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+        kt = g.op("RotaryEmbedding", kt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+    lo_c, hi_c = g.const(np.float64(lo)), g.const(np.float64(hi))
+    kq = g.op("Clip", g.op("Round", g.op("Div", kt, gks)), lo_c, hi_c)
+    vq = g.op("Clip", g.op("Round", g.op("Div", vt, gvs)), lo_c, hi_c)
+    gidx = g.const(idx)
+    pk, pv = g.op("ScatterND", gck, gidx, kq), g.op("ScatterND", gcv, gidx, vq)
+    if float_new_rows:
+        att_k = g.op("ScatterND", g.op("Mul", gck, gks), gidx, kt)
+        att_v = g.op("ScatterND", g.op("Mul", gcv, gvs), gidx, vt)
+    else:
+        att_k, att_v = g.op("Mul", pk, gks), g.op("Mul", pv, gvs)
+    attrs: dict[str, Any] = {"is_causal": 0, "scale": float(sc.scale) if sc.scale else float(1.0 / np.sqrt(h))}
+    if sc.softcap:
+        attrs["softcap"] = float(sc.softcap)
+    y = g.op("Attention", qt, att_k, att_v, g.const(mask), **attrs)
+    g.output(g.op("Reshape", g.op("Transpose", y, perm=[0, 2, 1, 3]), g.const(np.array([b, s, n * h], np.int64))),
+             rename="output")
+    g.output(pk, rename="present_key")
+    g.output(pv, rename="present_value")
+    return run_reference(g.model(), feeds)
+
+
+def _cache_bytes(sc: Scenario, ints: np.ndarray, offset: int = 0) -> np.ndarray:
+    return pack_nibbles(ints, offset) if sc.kv_bits == 4 else np.asarray(ints).astype(np.int8)
+
+
 def masks_for(sc: Scenario, past, qlens, cap, window) -> dict[str, np.ndarray]:
     n, nkv, h = sc.heads
     b, s = sc.batch, sc.s
@@ -396,6 +484,8 @@ def masks_for(sc: Scenario, past, qlens, cap, window) -> dict[str, np.ndarray]:
                 if window is not None:
                     allowed &= keys > qpos - window
                 qk[i, :, j] = allowed
+    if sc.kvq and sc.kv_bits == 4:
+        pk = pk[..., 0::2]
     m = {"output": out, "present_key": pk, "present_value": pk}
     if sc.qk_output:
         m["output_qk"] = qk
@@ -422,7 +512,8 @@ def _qkv_feeds(sc: Scenario, q, k, v) -> dict[str, np.ndarray]:
     return {"query": q.reshape(b, s, -1), "key": k.reshape(b, s, -1), "value": v.reshape(b, s, -1)}
 
 
-def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | str = "default") -> Built:
+def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | str = "default",
+          nibble_offset: int = 0) -> Built:
     n, nkv, h = sc.heads
     b = sc.batch
     window = (sc.window if sc.window > 0 else None) if window_override == "default" else window_override
@@ -434,7 +525,8 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
     t_final = max(p + q for p, q in zip(*steps[-1][:2]))
     max_pos = t_final + 8
     cos, sin = rope_cache(max_pos, h, sc.dtype) if sc.rotary else (None, None)
-    with_past = bool(sc.past) or sc.buffer in ("shared", "sliding") or sc.phase == "multistep" or bool(sc.qseqlens)
+    with_past = (bool(sc.past) or sc.buffer in ("shared", "sliding") or sc.phase == "multistep" or bool(sc.qseqlens)
+                 or bool(sc.kvq))
     if sc.buffer == "shared":
         cap0 = t_final + sc.slack
     elif sc.buffer == "sliding":
@@ -444,17 +536,29 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
     # the true cache, carried by the oracle across steps
     true_k = normal(rng, (b, nkv, cap0, h), sc.dtype) if with_past else None
     true_v = normal(rng, (b, nkv, cap0, h), sc.dtype) if with_past else None
+    k_scale = v_scale = None
+    if sc.kvq:  # integer cache contents and scales that keep N(0, 1) keys mostly in range
+        lim = 7 if sc.kv_bits == 4 else 100
+        true_k = rng.integers(-lim, lim + 1, size=(b, nkv, cap0, h)).astype(np.float64)
+        true_v = rng.integers(-lim, lim + 1, size=(b, nkv, cap0, h)).astype(np.float64)
+        base = 0.5 if sc.kv_bits == 4 else 0.04
+        shape = (1,) if sc.kvq.endswith("tensor") else (1, nkv, 1, h)
+        k_scale = rng.uniform(0.8 * base, 1.2 * base, size=shape).astype(np.float32)
+        v_scale = rng.uniform(0.8 * base, 1.2 * base, size=shape).astype(np.float32)
     if with_past:  # rows at/after each entry's past are stale garbage a correct kernel never reads
         for i in range(b):
             live = steps[0][0][i]
             if sc.buffer == "sliding":
                 live = resident_by_simulation(live, cap0, sc.window)
             if sc.buffer in ("shared", "sliding"):
-                true_k[i, :, live:] = 1e3
-                true_v[i, :, live:] = 1e3
-    feeds_list, expected_list, masks_list = [], [], []
+                true_k[i, :, live:] = 1e3 if not sc.kvq else 99.0
+                true_v[i, :, live:] = 1e3 if not sc.kvq else 99.0
+    feeds_list, expected_list, masks_list, alt_steps = [], [], [], []
     first_model = None
     cache_k, cache_v = (up(true_k), up(true_v)) if with_past else (None, None)
+    if sc.kvq and sc.kv_bits == 4 and nibble_offset:  # the same bytes, read the other way
+        cache_k = unpack_nibbles(_cache_bytes(sc, true_k), nibble_offset)
+        cache_v = unpack_nibbles(_cache_bytes(sc, true_v), nibble_offset)
     for si, (past, qlens, s) in enumerate(steps):
         sc_step = replace(sc, seq=s, qlen=tuple(qlens))
         q, k, v = _draw_step(rng, sc_step, s)
@@ -463,7 +567,8 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
         feeds = _qkv_feeds(sc, q, k, v)
         if with_past:
             if si == 0:
-                feeds["past_key"], feeds["past_value"] = true_k, true_v
+                feeds["past_key"], feeds["past_value"] = ((_cache_bytes(sc, true_k), _cache_bytes(sc, true_v))
+                                                          if sc.kvq else (true_k, true_v))
             else:
                 feeds["past_key"] = feeds["past_value"] = None  # carried from the backend's own present
         feeds["seqlens_k"] = np.array([t - 1 for t in total], np.int32)
@@ -489,6 +594,8 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
             feeds["head_sink"] = sinks
         elif sc.sink == "smooth":
             sinks = np.zeros(n)
+        if sc.kvq:
+            feeds["k_scale"], feeds["v_scale"] = k_scale, v_scale
         norms = None
         if sc.qknorm:
             norms = ((normal(rng, (h,), sc.dtype, 1.0, 0.3), normal(rng, (h,), sc.dtype, 1.0, 0.3)), 1e-6)
@@ -499,12 +606,21 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
         if cache_k is not None:
             ck[:, :, :cur_len] = cache_k
             cv[:, :, :cur_len] = cache_v
-        if sc.buffer == "sliding":
+        if sc.kvq:
+            exp = oracle_step_kvq(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, window, k_scale, v_scale)
+            alt = oracle_step_kvq(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, window, k_scale, v_scale,
+                                  float_new_rows=True)
+            alt_steps.append({"output": alt["output"], "present_key": _cache_bytes(sc, alt["present_key"], nibble_offset),
+                              "present_value": _cache_bytes(sc, alt["present_value"], nibble_offset)})
+        elif sc.buffer == "sliding":
             exp = oracle_step_sliding(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, sc.window)
         else:
             exp = oracle_step(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, bias, sinks, window, norms)
         masks = masks_for(sc_step, past, qlens, cap, window)
         cache_k, cache_v = exp["present_key"], exp["present_value"]
+        if sc.kvq:
+            exp = {"output": exp["output"], "present_key": _cache_bytes(sc, exp["present_key"], nibble_offset),
+                   "present_value": _cache_bytes(sc, exp["present_value"], nibble_offset)}
         if si == 0:
             model_feeds = {k2: v2 for k2, v2 in feeds.items() if v2 is not None}
             first_model = gqa_model(sc, model_feeds, cap if sc.phase != "multistep" else "present_sequence_length",
@@ -513,8 +629,11 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
         expected_list.append(exp)
         masks_list.append(masks)
     carry = {"present_key": "past_key", "present_value": "past_value"} if len(steps) > 1 else {}
-    return Built(first_model, feeds_list, expected_list, masks_list, carry,
-                 oracle="Attention-23 + RotaryEmbedding-23 + ScatterND lowering, float64 (onnx.reference)")
+    built = Built(first_model, feeds_list, expected_list, masks_list, carry,
+                  oracle="Attention-23 + RotaryEmbedding-23 + ScatterND lowering, float64 (onnx.reference)")
+    if alt_steps:  # R16: the other reading of a quantised cache
+        built.alternates["attention reads the new rows before quantisation"] = alt_steps
+    return built
 
 
 def make_case(sc: Scenario) -> Case:
@@ -534,6 +653,11 @@ def make_case(sc: Scenario) -> Case:
             rng2 = np.random.default_rng()
             rng2.bit_generator.state = state
             built.alternates[name] = build(sc, rng2, window_override=override).expected
+        if sc.kvq and sc.kv_bits == 4:  # R14: the other reading of a 4-bit cache byte
+            rng2 = np.random.default_rng()
+            rng2.bit_generator.state = state
+            built.alternates["4-bit cache values stored unsigned with an offset of 8"] = \
+                build(sc, rng2, nibble_offset=8).expected
         return built
 
     return Case(sc.case_id(), "gqa", sc.features(), sc.marks(), for_dtype("attention", dtype_name(sc.dtype)), make)
@@ -636,6 +760,14 @@ def _named_scenarios(full: bool) -> list[Scenario]:
         Scenario("qwen2", "multistep", qlen=(6,), steps=4, buffer="sliding", slack=1, window=4, rotary=1),
         Scenario("edge2", "chunk", past=(8,), qlen=(3,), buffer="sliding", slack=3, window=3),
         Scenario("gemma4s", "multistep", qlen=(3, 2), steps=5, buffer="sliding", slack=2, window=3, scale=1.0),
+        # quantised KV cache: int8 and packed int4, per-tensor and per-channel scales
+        Scenario("qwen2", "decode", past=(9,), qlen=(1,), kvq="int8-tensor"),
+        Scenario("qwen2", "decode", past=(9, 4), qlen=(1, 1), kvq="int8-channel", rotary=1),
+        Scenario("llama", "decode", past=(6,), qlen=(1,), kvq="int4-tensor"),
+        Scenario("edge1", "decode", past=(5, 8), qlen=(1, 1), kvq="int4-channel"),
+        Scenario("edge1", "prefill", qlen=(6,), kvq="int8-tensor"),
+        Scenario("gemma3", "multistep", qlen=(4, 2), steps=3, kvq="int8-channel", rotary=1),
+        Scenario("edge2", "decode", past=(3, 7), qlen=(1, 1), buffer="shared", slack=2, kvq="int8-tensor"),
         # q/k RMS norm inside the op (Qwen3 exports after ORT's fusion); CPU must reject it
         Scenario("qwen2", "prefill", qlen=(6,), qknorm=1, rotary=1),
         Scenario("qwen2", "decode", past=(9,), qlen=(1,), qknorm=1, rotary=1),

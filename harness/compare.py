@@ -25,6 +25,7 @@ def _f64(a: np.ndarray) -> np.ndarray:
 
 def tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
                    mask: np.ndarray | None = None) -> dict[str, Any]:
+    integer = np.asarray(expected).dtype.kind in "iu"
     a = _f64(actual).ravel()
     b = _f64(expected).ravel()
     if mask is not None:
@@ -57,6 +58,13 @@ def tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
     out["nmse"] = num / den if den > 0 else (0.0 if num == 0 else math.inf)
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     out["cosine"] = float(np.dot(a, b) / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
+    if integer:  # quantised values: judged in quantisation steps
+        out["integer"] = True
+        out["need_atol"] = float(d.max())
+        out["need_rtol"] = 0.0
+        bad = d > tol.int_atol
+        out["bad"] = int(np.count_nonzero(bad)) + bad_nonfinite
+        return out
     out["need_atol"] = float(max(0.0, (d - tol.rtol * absb).max()))
     out["need_rtol"] = float(max(0.0, ((d - tol.atol) / np.maximum(absb, TINY)).max()))
     bad = d > tol.atol + tol.rtol * absb
@@ -103,9 +111,11 @@ def judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarr
             problems.append(f"output {name!r}: {m['oracle_nonfinite']} element(s) where the oracle is NaN/±Inf "
                             "and the backend gives another value")
         if m["bad"] > m["nonfinite_mismatch"]:
+            bound = (f"{tol.int_atol:g} quantisation step(s)" if m.get("integer")
+                     else f"atol {tol.atol:g} + rtol {tol.rtol:g}")
             problems.append(f"output {name!r}: {m['bad'] - m['nonfinite_mismatch']}/{m['n']} element(s) outside "
-                            f"atol {tol.atol:g} + rtol {tol.rtol:g} (max |Δ| {m['max_abs']:.3g})")
-        if m["nmse"] > tol.max_nmse:
+                            f"{bound} (max |Δ| {m['max_abs']:.3g})")
+        if m["nmse"] > tol.max_nmse and not m.get("integer"):
             problems.append(f"output {name!r}: NMSE {m['nmse']:.3g} > {tol.max_nmse:g}")
         per_output[name] = m
     metrics = aggregate(per_output)

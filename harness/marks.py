@@ -25,6 +25,7 @@ MARKS: dict[str, str] = {
     "gqa_position_ids": "GQA with do_rotary and explicit position_ids",
     "gqa_query_seqlens": "GQA with query_seqlens (right-padded chunks, idle entries)",
     "gqa_qk_norm": "GQA with q_norm_weight/k_norm_weight",
+    "gqa_kv_quant": "GQA with a quantised KV cache (int8 / int4, per-tensor / per-channel scales)",
     "gqa_sliding_cache": "GQA with sliding_window_cache=1 (window-sized KV buffers, internal eviction)",
     "fp16": "float16 cases",
     "bf16": "bfloat16 cases",

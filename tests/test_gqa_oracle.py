@@ -39,7 +39,8 @@ def test_masks_leave_every_valid_row_compared():
             assert m[i, :t].all() and not m[i, t:].any()
 
 
-@pytest.mark.parametrize("needle", ["win3", "rotary-", "sinkhead", "softcap1.5", "multistep", "slidingcache"])
+@pytest.mark.parametrize("needle", ["win3", "rotary-", "sinkhead", "softcap1.5", "multistep", "slidingcache",
+                                    "kvint8-channel", "kvint4"])
 def test_a_buggy_reference_fails_against_the_oracle(monkeypatch, needle):
     """Inject one classic bug per feature; the oracle must catch it on the grid's cases."""
     bugs = {
@@ -50,6 +51,11 @@ def test_a_buggy_reference_fails_against_the_oracle(monkeypatch, needle):
         "multistep": None,
         # eviction by one position at a time instead of G at once (G = C - W + 1)
         "slidingcache": ("resident", lambda t, cap, w: min(t, cap)),
+        # per-channel scales collapsed to the first one
+        "kvint8-channel": ("_scale_rows", lambda sc, nkv, h: np.full((nkv, 1, h), float(np.ravel(sc)[0]))),
+        # high nibble first
+        "kvint4": ("unpack_int4", lambda p: np.flip(np.asarray(p).astype(np.int16).reshape(*np.shape(p), 1), -1)
+                   .repeat(2, -1).reshape(*np.shape(p)[:-1], -1) % 16 - 8),
     }
     if bugs[needle]:
         name, fn = bugs[needle]

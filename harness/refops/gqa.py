@@ -11,8 +11,10 @@ here and are never compared.
 sliding_window_cache=1 (R12): the buffers hold the L(T) most recent positions at rows [0, L),
 L(T) = T if T <= C else T - G*ceil((T - C)/G), G = C - W + 1 (the schema's formula).
 
-Not implemented (refused with NotImplementedError, never guessed): quantised KV caches
-(k_scale/v_scale, int8/int4/fp8 past).
+Quantised KV caches (R13-R16): int8 past/present, or uint8 bytes holding two signed 4-bit
+values (kv_cache_bit_width=4), dequantised as q * scale with k_scale/v_scale broadcast to the
+cache shape; new rows are quantised with round-half-to-even and saturation, and attention reads
+the cache as stored (the quantised new rows too). Not implemented: float8 caches.
 """
 
 from __future__ import annotations
@@ -31,6 +33,42 @@ def _rope(x: np.ndarray, pos: np.ndarray, cos: np.ndarray, sin: np.ndarray, inte
     s = sin[pos][:, None, :]
     out[..., :r] = rotate(x[..., :r], c, s, interleaved)
     return out
+
+
+def kv_range(bits: int) -> tuple[int, int]:
+    return (-8, 7) if bits == 4 else (-128, 127)
+
+
+def unpack_int4(packed: np.ndarray) -> np.ndarray:
+    """R14: two signed 4-bit values per byte along head_size, the low nibble first."""
+    p = np.asarray(packed).astype(np.int16)
+    lo, hi = p & 0xF, (p >> 4) & 0xF
+    v = np.stack([lo, hi], axis=-1).reshape(*p.shape[:-1], p.shape[-1] * 2)
+    return np.where(v >= 8, v - 16, v)
+
+
+def pack_int4(values: np.ndarray) -> np.ndarray:
+    v = (np.asarray(values).astype(np.int16) + 16) % 16
+    v = v.reshape(*v.shape[:-1], -1, 2)
+    return (v[..., 0] | (v[..., 1] << 4)).astype(np.uint8)
+
+
+def kv_dequant(q: np.ndarray, scale: np.ndarray, bits: int) -> np.ndarray:
+    vals = unpack_int4(q) if bits == 4 else np.asarray(q).astype(np.float64)
+    return vals.astype(np.float64) * np.asarray(scale, np.float64)
+
+
+def kv_quant(x: np.ndarray, scale: np.ndarray, bits: int) -> np.ndarray:
+    """R15: round half to even, saturate; returns the integer values (unpacked)."""
+    lo, hi = kv_range(bits)
+    return np.clip(np.round(x / np.asarray(scale, np.float64)), lo, hi)
+
+
+def _scale_rows(scale: np.ndarray, nkv: int, h: int) -> np.ndarray:
+    """A scale broadcastable to (B, Nkv, S, H) as (Nkv, 1, H) for rows laid out (Nkv, rows, H)."""
+    s = np.broadcast_to(np.asarray(scale, np.float64).reshape((1,) * (4 - np.ndim(scale)) + np.shape(scale)),
+                        (1, nkv, 1, h))
+    return s[0]
 
 
 def _rms(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -53,7 +91,7 @@ def window_reading(local_window_size: int) -> int | None:
 def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache,
         position_ids, attention_bias, head_sink, *, num_heads, kv_num_heads, scale=None, softcap=0.0,
         local_window_size=-1, do_rotary=0, rotary_interleaved=0, smooth_softmax=-1, causal=1, qk_output=0,
-        query_seqlens=None, q_norm=None, k_norm=None, sliding_window_cache=0):
+        query_seqlens=None, q_norm=None, k_norm=None, sliding_window_cache=0, new_rows_hook=None, keep_f64=False):
     f64 = np.float64
     q_in = query.astype(f64)
     b_sz, s_len = q_in.shape[:2]
@@ -102,6 +140,8 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
                 pos = p + np.arange(q_valid)
             qb = _rope(qb, pos, cos, sin, bool(rotary_interleaved))
             kb = _rope(kb, pos, cos, sin, bool(rotary_interleaved))
+        if new_rows_hook is not None:  # R16: a quantised cache stores (and attention reads) q * scale
+            kb, vb = new_rows_hook(kb, vb)
         if sliding_window_cache:  # R12: resident rows of the past, then the new rows
             lp = resident(p, cap, int(local_window_size))
             seq_k = np.concatenate([past_key[b, :, :lp].astype(f64), np.transpose(kb, (1, 0, 2))], axis=1)
@@ -150,6 +190,8 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
                 if qk_output == 2:
                     qk[b, hq, s, keys] = prob
     dt = query.dtype
+    if keep_f64:
+        return out.reshape(b_sz, s_len, n * h).astype(dt), present_k, present_v, qk
     outs = [out.reshape(b_sz, s_len, n * h).astype(dt), present_k.astype(dt), present_v.astype(dt)]
     if qk_output:
         outs.append(qk.astype(dt))
@@ -167,14 +209,26 @@ class GroupQueryAttention(OpRun):
              sliding_window_cache=0, kv_cache_bit_width=None, k_quant_type="NONE", v_quant_type="NONE",
              qk_norm_epsilon=1e-6, q_norm_epsilon=None, k_norm_epsilon=None):
         unsupported = []
-        if k_scale is not None or v_scale is not None or (past_key is not None and past_key.dtype.kind in "iu"):
-            unsupported.append("quantised KV cache")
+        quantised = past_key is not None and past_key.dtype.kind in "iu"
+        if past_key is not None and past_key.dtype.name.startswith("float8"):
+            unsupported.append("float8 KV cache")
+        if quantised and (k_scale is None or v_scale is None):
+            raise ValueError("a quantised past_key/past_value needs k_scale and v_scale")
         if sliding_window_cache and (local_window_size <= 0 or past_key is None or past_key.shape[2] < local_window_size):
             raise ValueError("sliding_window_cache=1 needs local_window_size > 0 and a past capacity >= it")
         if (q_norm_weight is None) != (k_norm_weight is None):
             raise ValueError("q_norm_weight and k_norm_weight must be provided together")
         if unsupported:
             raise NotImplementedError("onnx-compat's GQA reference does not implement " + ", ".join(unsupported))
+        if quantised:
+            return self._run_quantised(query, key, value, past_key, past_value, seqlens_k, total_sequence_length,
+                                       cos_cache, sin_cache, position_ids, attention_bias, head_sink, k_scale, v_scale,
+                                       query_seqlens, dict(num_heads=num_heads, kv_num_heads=kv_num_heads, scale=scale,
+                                                           softcap=softcap, local_window_size=local_window_size,
+                                                           do_rotary=do_rotary, rotary_interleaved=rotary_interleaved,
+                                                           smooth_softmax=smooth_softmax, causal=causal,
+                                                           qk_output=qk_output, sliding_window_cache=sliding_window_cache),
+                                       4 if kv_cache_bit_width == 4 else 8)
         outs = gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache,
                    position_ids, attention_bias, head_sink, num_heads=num_heads, kv_num_heads=kv_num_heads,
                    scale=scale, softcap=softcap, local_window_size=local_window_size, do_rotary=do_rotary,
@@ -185,6 +239,37 @@ class GroupQueryAttention(OpRun):
         if not qk_output:
             outs = (*outs, np.zeros((0,), dtype=query.dtype))
         return outs
+
+
+    def _run_quantised(self, query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache,
+                       sin_cache, position_ids, attention_bias, head_sink, k_scale, v_scale, query_seqlens, attrs, bits):
+        nkv = attrs["kv_num_heads"]
+        h = (past_key.shape[-1] * 2) if bits == 4 else past_key.shape[-1]
+        ks, vs = _scale_rows(k_scale, nkv, h), _scale_rows(v_scale, nkv, h)
+        kd = kv_dequant(past_key, k_scale, bits)
+        vd = kv_dequant(past_value, v_scale, bits)
+
+        def hook(kb, vb):  # rows laid out (Q, Nkv, H)
+            kt, vt = np.transpose(kb, (1, 0, 2)), np.transpose(vb, (1, 0, 2))
+            kq = kv_quant(kt, ks, bits) * ks
+            vq = kv_quant(vt, vs, bits) * vs
+            return np.transpose(kq, (1, 0, 2)), np.transpose(vq, (1, 0, 2))
+
+        out, pk, pv, qk = gqa(query, key, value, kd, vd, seqlens_k, total_sequence_length, cos_cache, sin_cache,
+                              position_ids, attention_bias, head_sink, query_seqlens=query_seqlens, new_rows_hook=hook,
+                              keep_f64=True, **attrs)
+        kq = kv_quant(pk, ks[None], bits)
+        vq = kv_quant(pv, vs[None], bits)
+        if bits == 4:
+            kq, vq = pack_int4(kq), pack_int4(vq)
+        else:
+            kq, vq = kq.astype(past_key.dtype), vq.astype(past_value.dtype)
+        outs = [out, kq, vq]
+        if attrs.get("qk_output"):
+            outs.append(qk.astype(query.dtype))
+        else:
+            outs.append(np.zeros((0,), dtype=query.dtype))
+        return tuple(outs)
 
 
 OPS = [GroupQueryAttention]
