@@ -65,15 +65,39 @@ def diff(records: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> dict[
     return changes
 
 
+def _round(x: Any) -> Any:
+    if isinstance(x, float):
+        return float(f"{x:.4g}")
+    if isinstance(x, dict):
+        return {k: _round(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_round(v) for v in x]
+    return x
+
+
+def _repro_root(records: list[dict[str, Any]]) -> str | None:
+    """The directory most bundles live under (`<out>/repro`), so cells need not repeat it."""
+    from collections import Counter
+
+    roots = Counter(r["repro"][: -len(r["case_id"]) - 1] for r in records
+                    if r.get("repro") and r["repro"].endswith("/" + r["case_id"]))
+    return roots.most_common(1)[0][0] if roots else None
+
+
+def _compact(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v not in (None, "", {})}
+
+
 def _slim(rec: dict[str, Any]) -> dict[str, Any]:
     """A passing cell keeps its summary metrics (and per-step ones for charts); the per-output
-    breakdown is kept where it explains a finding. Keeps the page small."""
+    breakdown is kept where it explains a finding. Numbers to 4 significant digits (the full
+    values are in results.jsonl). Keeps the page small."""
     m = dict(rec.get("metrics") or {})
     if rec.get("status") == "pass":
-        m.pop("outputs", None)
+        m = {k: m[k] for k in ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol", "steps") if k in m}
         if "steps" in m:
             m["steps"] = [{k: s.get(k) for k in ("max_abs", "nmse", "cosine")} for s in m["steps"]]
-    return m
+    return _round(m)
 
 
 def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None,
@@ -88,16 +112,25 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
     marks = sorted({mk for row in m["rows"] for mk in row["marks"]})
     from .seed_rows import feature_table, seed_table
 
-    details = {f"{r['case_id']}|{r['backend']}": r for r in records}
+    repro_root = _repro_root(records)
+    cells: dict[str, dict[str, Any]] = {}
+    for r in records:
+        repro = r.get("repro")
+        if repro and repro_root and repro == f"{repro_root}/{r['case_id']}":
+            repro = 1
+        cells.setdefault(r["case_id"], {})[r["backend"]] = _compact({
+            "metrics": _slim(r), "message": r.get("message"), "tolerance": (r.get("tolerance") or {}).get("profile"),
+            "repro": repro, "seconds": _round(r.get("seconds"))})
     return jenv.get_template("report.html.j2").render(
         title=title, backends=order, versions=m["versions"], summary=summary(records), statuses=ALL_STATUSES,
         families=families, marks=marks, env=env or environment(), n_cells=len(records),
         diff=diff(records, baseline) if baseline is not None else None,
         seed_rows=seed_table(records, order), feature_rows=feature_table(records),
-        # per cell only what differs between cells; versions and tolerances are looked up by name
-        details_json=_safe_json({k: {"metrics": _slim(v), "message": v.get("message"),
-                                     "tolerance": (v.get("tolerance") or {}).get("profile"),
-                                     "repro": v.get("repro"), "seconds": v.get("seconds")} for k, v in details.items()}),
+        # per cell only what differs between cells, grouped by case; versions, tolerances and the
+        # repro root are looked up by name
+        repro_root_json=_safe_json(repro_root),
+        details_json=_safe_json(cells),
+        features_json=_safe_json({row["case_id"]: row["features"] for row in m["rows"]}),
         versions_json=_safe_json(m["versions"]),
         tolerances_json=_safe_json({(r.get("tolerance") or {}).get("profile"): r.get("tolerance") for r in records}),
     )

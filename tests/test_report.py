@@ -48,20 +48,21 @@ def test_hostile_strings_are_escaped(run_cli, tmp_path):
     page = (tmp_path / "r" / "report.html").read_text()
     p = Tags()
     p.feed(page)
-    assert [t for t, _ in p.tags].count("script") == 4  # only the page's own: 3 data blocks + code
+    assert [t for t, _ in p.tags].count("script") == 6  # only the page's own: 5 data blocks + code
     assert not [t for t, a in p.tags if t in ("img", "svg") or any(k.startswith("on") for k in a)]
-    for block in ("cell-data", "tol-data", "version-data"):
+    for block in ("cell-data", "tol-data", "version-data", "feature-data", "repro-root"):
         data = re.search(rf'<script type="application/json" id="{block}">(.*?)</script>', page, re.S).group(1)
         assert "<" not in data and "</script" not in data.lower()
-        assert json.loads(data) is not None
+        json.loads(data)  # parses: nothing in it closed the script tag
     versions = json.loads(re.search(r'id="version-data">(.*?)</script>', page, re.S).group(1))
     assert versions["ort-cpu"] == "<svg onload=alert(4)>"  # kept as text, parsed back exactly
     data = re.search(r'<script type="application/json" id="cell-data">(.*?)</script>', page, re.S).group(1)
     decoded = json.loads(data)
-    assert any(v["message"] == HOSTILE[2] for v in decoded.values())
+    messages = [c.get("message") for row in decoded.values() for c in row.values()]
+    assert HOSTILE[2] in messages
     assert html.escape("<b>case0</b>") in page
     # undecodable bytes become replacement characters, not a crash and not dropped
-    assert any("\ufffd" in (v["message"] or "") for v in decoded.values())
+    assert any("\ufffd" in (m or "") for m in messages)
 
 
 def test_shards_merge_to_the_unsharded_run(run_cli, tmp_path):
@@ -143,3 +144,5 @@ def test_report_renders_and_filters_in_headless_chromium(run_cli, tmp_path):
     assert "outside atol" in re.search(r'id="d-message">([^<]*)<', dom3).group(1)
     assert "fp32-pointwise" in re.search(r'id="d-tol">([^<]*)<', dom3).group(1)
     assert "fake Lying" in re.search(r'id="d-version">([^<]*)<', dom3).group(1)
+    assert re.search(r'id="d-repro">sh [^<]*/repro/' + re.escape(lie["case_id"]) + r'/repro\.sh fake-lie<', dom3)
+    assert '"layout":' in html.unescape(re.search(r'id="d-features">([^<]*)<', dom3).group(1))
