@@ -16,7 +16,7 @@ case also carries the other reading, and a backend matching it is named in its c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -232,6 +232,43 @@ def gqa_model(sc: Scenario, feeds: dict[str, np.ndarray], present_len: int | str
 # the oracle: standard ops, float64, onnx.reference
 
 
+def _graph_inputs(sc: Scenario, q, k, v, cache_k, cache_v, cos, sin, pos, norms=None):
+    """The shared prologue of the oracle graphs: float64 inputs, the optional q/k RMS norm
+    (RMSNormalization-23, before rotary), BSNH -> BNSH, RotaryEmbedding-23 at positions `pos`."""
+    g = GraphBuilder(opset=23)
+    gq, gk, gv = (g.input(nm, np.float64, a.shape) for nm, a in (("q", q), ("k", k), ("v", v)))
+    gck = g.input("cache_k", np.float64, cache_k.shape)
+    gcv = g.input("cache_v", np.float64, cache_v.shape)
+    feeds = {"q": up(q), "k": up(k), "v": up(v), "cache_k": up(cache_k), "cache_v": up(cache_v)}
+    if norms is not None:
+        (qw, kw), eps = norms
+        gq = g.op("RMSNormalization", gq, g.const(up(qw)), axis=-1, epsilon=eps)
+        gk = g.op("RMSNormalization", gk, g.const(up(kw)), axis=-1, epsilon=eps)
+    qt, kt, vt = (g.op("Transpose", x, perm=[0, 2, 1, 3]) for x in (gq, gk, gv))
+    if sc.rotary:
+        gcos, gsin = g.input("cos", np.float64, cos.shape), g.input("sin", np.float64, sin.shape)
+        gpos = g.input("pos", np.int64, pos.shape)
+        feeds.update(cos=up(cos), sin=up(sin), pos=pos)
+        qt = g.op("RotaryEmbedding", qt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+        kt = g.op("RotaryEmbedding", kt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+    return g, feeds, gck, gcv, qt, kt, vt
+
+
+def _attend(g: GraphBuilder, sc: Scenario, qt: str, keys: str, values: str, mask: str, qk_mode: int | None = None) -> str:
+    """The shared epilogue: Attention-23 (scale, softcap, the explicit additive mask), then
+    BNSH -> (B, S, N*H) as the graph output `output`; returns the name of the qk output."""
+    n, _, h = sc.heads
+    attrs: dict[str, Any] = {"is_causal": 0, "scale": float(sc.scale) if sc.scale else float(1.0 / np.sqrt(h))}
+    if sc.softcap:
+        attrs["softcap"] = float(sc.softcap)
+    if qk_mode is not None:
+        attrs["qk_matmul_output_mode"] = qk_mode
+    y, _, _, qk = g.op("Attention", qt, keys, values, mask, outputs=4, **attrs)
+    out = g.op("Reshape", g.op("Transpose", y, perm=[0, 2, 1, 3]), g.const(np.array([sc.batch, sc.s, n * h], np.int64)))
+    g.output(out, rename="output")
+    return qk
+
+
 def oracle_step(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], qlens: list[int], cap: int,
                 cos, sin, pos, bias, sinks, window: int | None, norms=None) -> dict[str, np.ndarray]:
     """q: (B,S,N,H), k/v: (B,S,Nkv,H); cache_*: (B,Nkv,cap,H) holding the true past rows."""
@@ -263,28 +300,10 @@ def oracle_step(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], qlens:
                 for hq in range(n):
                     mask[i, hq, j, : total[i]] += bb[min(i, bb.shape[0] - 1), min(hq, bb.shape[1] - 1), j, : total[i]]
     g = GraphBuilder(opset=23)
-    gq = g.input("q", np.float64, q.shape)
-    gk = g.input("k", np.float64, k.shape)
-    gv = g.input("v", np.float64, v.shape)
-    gck = g.input("cache_k", np.float64, cache_k.shape)
-    gcv = g.input("cache_v", np.float64, cache_v.shape)
+    g, feeds, gck, gcv, qt, kt, vt = _graph_inputs(sc, q, k, v, cache_k, cache_v, cos, sin, pos, norms)
     gidx = g.input("idx", np.int64, idx.shape)
     gmask = g.input("mask", np.float64, None)
-    feeds = {"q": up(q), "k": up(k), "v": up(v), "cache_k": up(cache_k), "cache_v": up(cache_v), "idx": idx}
-    if norms is not None:  # RMSNormalization-23 over each head's channels, before rotary
-        (qw, kw), eps = norms
-        gq = g.op("RMSNormalization", gq, g.const(up(qw)), axis=-1, epsilon=eps)
-        gk = g.op("RMSNormalization", gk, g.const(up(kw)), axis=-1, epsilon=eps)
-    qt = g.op("Transpose", gq, perm=[0, 2, 1, 3])
-    kt = g.op("Transpose", gk, perm=[0, 2, 1, 3])
-    vt = g.op("Transpose", gv, perm=[0, 2, 1, 3])
-    if sc.rotary:
-        gcos = g.input("cos", np.float64, cos.shape)
-        gsin = g.input("sin", np.float64, sin.shape)
-        gpos = g.input("pos", np.int64, pos.shape)
-        feeds.update(cos=up(cos), sin=up(sin), pos=pos)
-        qt = g.op("RotaryEmbedding", qt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
-        kt = g.op("RotaryEmbedding", kt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+    feeds["idx"] = idx
     present_k = g.op("ScatterND", gck, gidx, kt)
     present_v = g.op("ScatterND", gcv, gidx, vt)
     att_k, att_v = present_k, present_v
@@ -295,15 +314,7 @@ def oracle_step(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], qlens:
         col = np.broadcast_to(up(sinks).reshape(1, n, 1, 1), (b, n, s, 1))
         mask = np.concatenate([mask, col], axis=3)
     feeds["mask"] = mask
-    attrs: dict[str, Any] = {"is_causal": 0}
-    attrs["scale"] = float(sc.scale) if sc.scale else float(1.0 / np.sqrt(h))
-    if sc.softcap:
-        attrs["softcap"] = float(sc.softcap)
-    if sc.qk_output == 2:
-        attrs["qk_matmul_output_mode"] = 3
-    y, _, _, qk = g.op("Attention", qt, att_k, att_v, gmask, outputs=4, **attrs)
-    out = g.op("Reshape", g.op("Transpose", y, perm=[0, 2, 1, 3]), g.const(np.array([b, s, n * h], np.int64)))
-    g.output(out, rename="output")
+    qk = _attend(g, sc, qt, att_k, att_v, gmask, qk_mode=3 if sc.qk_output == 2 else None)
     g.output(present_k, rename="present_key")
     g.output(present_v, rename="present_value")
     g.output(qk, rename="qk")
@@ -358,28 +369,11 @@ def oracle_step_sliding(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int]
             qpos = past[i] + j
             allowed = (keys < total[i]) & (keys >= past[i] - lp) & (keys <= qpos) & (keys > qpos - window)
             mask[i, :, j, allowed] = 0.0
-    g = GraphBuilder(opset=23)
-    gq, gk, gv = (g.input(nm, np.float64, a.shape) for nm, a in (("q", q), ("k", k), ("v", v)))
-    gck = g.input("cache_k", np.float64, cache_k.shape)
-    gcv = g.input("cache_v", np.float64, cache_v.shape)
-    feeds = {"q": up(q), "k": up(k), "v": up(v), "cache_k": up(cache_k), "cache_v": up(cache_v)}
-    qt = g.op("Transpose", gq, perm=[0, 2, 1, 3])
-    kt = g.op("Transpose", gk, perm=[0, 2, 1, 3])
-    vt = g.op("Transpose", gv, perm=[0, 2, 1, 3])
-    if sc.rotary:
-        gcos, gsin, gpos = g.input("cos", np.float64, cos.shape), g.input("sin", np.float64, sin.shape), g.input("pos", np.int64, pos.shape)
-        feeds.update(cos=up(cos), sin=up(sin), pos=pos)
-        qt = g.op("RotaryEmbedding", qt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
-        kt = g.op("RotaryEmbedding", kt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+    g, feeds, gck, gcv, qt, kt, vt = _graph_inputs(sc, q, k, v, cache_k, cache_v, cos, sin, pos)
     zeros = g.const(np.zeros((b, nkv, abs_len + 1, h)))
     full_k = g.op("ScatterND", g.op("ScatterND", zeros, g.const(old_idx), gck), g.const(new_idx), kt)
     full_v = g.op("ScatterND", g.op("ScatterND", zeros, g.const(old_idx), gcv), g.const(new_idx), vt)
-    attrs: dict[str, Any] = {"is_causal": 0, "scale": float(sc.scale) if sc.scale else float(1.0 / np.sqrt(h))}
-    if sc.softcap:
-        attrs["softcap"] = float(sc.softcap)
-    y = g.op("Attention", qt, full_k, full_v, g.const(mask), **attrs)
-    out = g.op("Reshape", g.op("Transpose", y, perm=[0, 2, 1, 3]), g.const(np.array([b, s, n * h], np.int64)))
-    g.output(out, rename="output")
+    _attend(g, sc, qt, full_k, full_v, g.const(mask))
     g.output(g.op("GatherND", full_k, g.const(gather_idx)), rename="present_key")
     g.output(g.op("GatherND", full_v, g.const(gather_idx)), rename="present_value")
     return run_reference(g.model(), feeds)
@@ -420,20 +414,9 @@ def oracle_step_kvq(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], ql
             if window is not None:
                 allowed &= keys > qpos - window
             mask[i, :, j, allowed] = 0.0
-    g = GraphBuilder(opset=23)
-    gq, gk, gv = (g.input(nm, np.float64, a.shape) for nm, a in (("q", q), ("k", k), ("v", v)))
-    gck, gcv = g.input("cache_k", np.float64, cache_k.shape), g.input("cache_v", np.float64, cache_v.shape)
+    g, feeds, gck, gcv, qt, kt, vt = _graph_inputs(sc, q, k, v, cache_k, cache_v, cos, sin, pos)
     gks = g.const(np.asarray(k_scale, np.float64).reshape(1, -1, 1, h) if np.size(k_scale) > 1 else np.float64(np.asarray(k_scale).ravel()[0]))
     gvs = g.const(np.asarray(v_scale, np.float64).reshape(1, -1, 1, h) if np.size(v_scale) > 1 else np.float64(np.asarray(v_scale).ravel()[0]))
-    feeds = {"q": up(q), "k": up(k), "v": up(v), "cache_k": cache_k, "cache_v": cache_v}
-    qt = g.op("Transpose", gq, perm=[0, 2, 1, 3])
-    kt = g.op("Transpose", gk, perm=[0, 2, 1, 3])
-    vt = g.op("Transpose", gv, perm=[0, 2, 1, 3])
-    if sc.rotary:
-        gcos, gsin, gpos = g.input("cos", np.float64, cos.shape), g.input("sin", np.float64, sin.shape), g.input("pos", np.int64, pos.shape)
-        feeds.update(cos=up(cos), sin=up(sin), pos=pos)
-        qt = g.op("RotaryEmbedding", qt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
-        kt = g.op("RotaryEmbedding", kt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
     lo_c, hi_c = g.const(np.float64(lo)), g.const(np.float64(hi))
     kq = g.op("Clip", g.op("Round", g.op("Div", kt, gks)), lo_c, hi_c)
     vq = g.op("Clip", g.op("Round", g.op("Div", vt, gvs)), lo_c, hi_c)
@@ -444,12 +427,7 @@ def oracle_step_kvq(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], ql
         att_v = g.op("ScatterND", g.op("Mul", gcv, gvs), gidx, vt)
     else:
         att_k, att_v = g.op("Mul", pk, gks), g.op("Mul", pv, gvs)
-    attrs: dict[str, Any] = {"is_causal": 0, "scale": float(sc.scale) if sc.scale else float(1.0 / np.sqrt(h))}
-    if sc.softcap:
-        attrs["softcap"] = float(sc.softcap)
-    y = g.op("Attention", qt, att_k, att_v, g.const(mask), **attrs)
-    g.output(g.op("Reshape", g.op("Transpose", y, perm=[0, 2, 1, 3]), g.const(np.array([b, s, n * h], np.int64))),
-             rename="output")
+    _attend(g, sc, qt, att_k, att_v, g.const(mask))
     g.output(pk, rename="present_key")
     g.output(pv, rename="present_value")
     return run_reference(g.model(), feeds)

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import onnx
-import pytest
 
 CASE = "rotary/ms-3d-interleaved1-rotdim8-pos2d-headsgiven-b2s5h4d16-fp32"
 
