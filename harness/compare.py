@@ -23,9 +23,21 @@ def _f64(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).astype(np.float64)
 
 
+def top1_agreement(actual: np.ndarray, expected: np.ndarray) -> float | None:
+    """Fraction of rows (all axes but the last) whose argmax over the last axis agrees: what a
+    matmul's error does to a greedy choice when the output is a row of logits."""
+    a, b = np.asarray(actual), np.asarray(expected)
+    if b.ndim < 2 or b.shape[-1] < 2 or a.shape != b.shape or b.dtype.kind not in "f":
+        return None
+    a2 = np.nan_to_num(a.astype(np.float64).reshape(-1, b.shape[-1]), nan=-np.inf)
+    b2 = b.astype(np.float64).reshape(-1, b.shape[-1])
+    return float(np.mean(np.argmax(a2, axis=1) == np.argmax(b2, axis=1)))
+
+
 def tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
                    mask: np.ndarray | None = None) -> dict[str, Any]:
     integer = np.asarray(expected).dtype.kind in "iu"
+    top1 = top1_agreement(actual, expected) if mask is None else None
     a = _f64(actual).ravel()
     b = _f64(expected).ravel()
     if mask is not None:
@@ -33,6 +45,8 @@ def tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
         a, b = a[m], b[m]
     n = int(b.size)
     out: dict[str, Any] = {"n": n}
+    if top1 is not None:
+        out["top1"] = top1
     fin_b = np.isfinite(b)
     fin_a = np.isfinite(a)
     # Non-finite agreement: NaN must match NaN, ±Inf the same signed Inf.
@@ -81,7 +95,7 @@ class Judgement:
 
 
 def _summary_keys() -> tuple[str, ...]:
-    return ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol")
+    return ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol", "top1")
 
 
 def judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
@@ -130,7 +144,7 @@ def aggregate(per_output: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for k in _summary_keys():
             vals = [m[k] for m in per_output.values() if k in m]
             if vals:
-                agg[k] = min(vals) if k == "cosine" else max(vals)
+                agg[k] = min(vals) if k in ("cosine", "top1") else max(vals)
         worst = max(per_output, key=lambda n: (per_output[n].get("bad", 0), per_output[n].get("nmse", 0.0)))
         agg["worst_output"] = worst
     agg["outputs"] = per_output
@@ -146,7 +160,7 @@ def judge_steps(actual_steps: list[Mapping[str, np.ndarray]], expected_steps: li
     for k in _summary_keys():
         vals = [s.metrics[k] for s in steps if k in s.metrics]
         if vals:
-            metrics[k] = min(vals) if k == "cosine" else max(vals)
+            metrics[k] = min(vals) if k in ("cosine", "top1") else max(vals)
     metrics["steps"] = [s.metrics for s in steps]
     problems = [f"step {i}: {p}" for i, s in enumerate(steps) for p in s.problems]
     first_bad = next((i for i, s in enumerate(steps) if not s.passed), None)

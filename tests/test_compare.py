@@ -79,3 +79,10 @@ def test_multistep_reports_first_bad_step():
     a = [{"y": np.ones(3)}, {"y": np.ones(3) * 2}, {"y": np.ones(3)}]
     j = judge_steps(a, e, [{}, {}, {}], TOL)
     assert not j.passed and j.metrics["first_bad_step"] == 1 and j.message.startswith("step 1:")
+
+
+def test_top1_counts_rows_whose_argmax_agrees():
+    b = np.array([[0.0, 1.0, 0.5], [2.0, 0.0, 1.0]])
+    a = np.array([[0.0, 1.0, 1.2], [2.0, 0.0, 1.0]])  # row 0 flips its choice
+    assert tensor_metrics(a, b, TOL)["top1"] == 0.5
+    assert "top1" not in tensor_metrics(a[0], b[0], TOL)  # a single row of 1-D output: no rows to count
