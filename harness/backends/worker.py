@@ -74,6 +74,9 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+        for f in (getattr(self, "_reply", None), self._stderr):
+            if f is not None and not f.closed:
+                f.close()
 
     def request(self, msg: dict) -> dict:
         if self.proc is None or self.proc.poll() is not None:
@@ -99,7 +102,7 @@ class WorkerProcess:
                     return json.loads(line)
                 code = self.proc.wait()
                 tail = _panic_first(self._stderr_tail())
-                self.proc = None
+                self.kill()
                 raise Crashed(f"{self.inner} worker {_signal_name(code)} during {msg['op']}"
                               + (f"; stderr: {tail}" if tail else ""))
 
