@@ -81,10 +81,6 @@ class Scenario:
     def s(self) -> int:
         return self.seq or max(self.qlen)
 
-    def total(self, past=None) -> list[int]:
-        past = self.past if past is None else past
-        return [(past[i] if past else 0) + self.qlen[i] for i in range(self.batch)]
-
     def case_id(self) -> str:
         n, nkv, h = self.heads
         parts = [self.phase]

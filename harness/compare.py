@@ -137,16 +137,23 @@ def judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarr
                      message="; ".join(problems))
 
 
+def worst(metric_dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The worst value of each summary metric over outputs or steps (lowest cosine and top-1,
+    highest everything else)."""
+    out: dict[str, Any] = {}
+    for k in _summary_keys():
+        vals = [m[k] for m in metric_dicts if k in m]
+        if vals:
+            out[k] = min(vals) if k in ("cosine", "top1") else max(vals)
+    return out
+
+
 def aggregate(per_output: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Worst value over outputs at top level (what the matrix shows), each output kept below."""
-    agg: dict[str, Any] = {}
+    agg: dict[str, Any] = worst(list(per_output.values()))
     if per_output:
-        for k in _summary_keys():
-            vals = [m[k] for m in per_output.values() if k in m]
-            if vals:
-                agg[k] = min(vals) if k in ("cosine", "top1") else max(vals)
-        worst = max(per_output, key=lambda n: (per_output[n].get("bad", 0), per_output[n].get("nmse", 0.0)))
-        agg["worst_output"] = worst
+        worst_output = max(per_output, key=lambda n: (per_output[n].get("bad", 0), per_output[n].get("nmse", 0.0)))
+        agg["worst_output"] = worst_output
     agg["outputs"] = per_output
     return agg
 
@@ -156,11 +163,7 @@ def judge_steps(actual_steps: list[Mapping[str, np.ndarray]], expected_steps: li
     if len(expected_steps) == 1:
         return judge_step(actual_steps[0], expected_steps[0], mask_steps[0], tol)
     steps = [judge_step(a, e, m, tol) for a, e, m in zip(actual_steps, expected_steps, mask_steps)]
-    metrics: dict[str, Any] = {}
-    for k in _summary_keys():
-        vals = [s.metrics[k] for s in steps if k in s.metrics]
-        if vals:
-            metrics[k] = min(vals) if k in ("cosine", "top1") else max(vals)
+    metrics = worst([s.metrics for s in steps])
     metrics["steps"] = [s.metrics for s in steps]
     problems = [f"step {i}: {p}" for i, s in enumerate(steps) for p in s.problems]
     first_bad = next((i for i, s in enumerate(steps) if not s.passed), None)

@@ -48,7 +48,7 @@ def _repair_tail(path: Path) -> None:
             f.truncate(cut)
 
 
-def read_results(path: str | os.PathLike, strict: bool = True) -> list[dict[str, Any]]:
+def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise ResultsError(f"{path}: no such results file; pass a results.jsonl written by `onnx-compat run`")
@@ -60,10 +60,8 @@ def read_results(path: str | os.PathLike, strict: bool = True) -> list[dict[str,
         try:
             rec = json.loads(raw.decode("utf-8", errors="replace"))
         except json.JSONDecodeError as e:
-            if i == len(lines) and not strict:
-                break  # partial tail of a killed run
             if i == len(lines):
-                break
+                break  # the partial tail a killed run leaves
             raise ResultsError(f"{path}:{i}: not a JSON object ({e.msg}); is this a results.jsonl?") from None
         if not isinstance(rec, dict) or "case_id" not in rec or "backend" not in rec:
             raise ResultsError(f"{path}:{i}: a record needs case_id and backend; is this a results.jsonl?")

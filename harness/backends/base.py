@@ -55,6 +55,11 @@ class ModelRef:
             self._path = p
         return self._path
 
+    @property
+    def on_disk(self) -> bool:
+        """A file that has not been loaded: hand runtimes the path (external data, no copy)."""
+        return self._path is not None and self._proto is None
+
     def serialized(self) -> bytes:
         if self._proto is None and self._path is not None:
             return self._path.read_bytes()

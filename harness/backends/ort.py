@@ -61,9 +61,9 @@ class OrtBackend(Backend):
 
     def prepare(self, model: ModelRef) -> Session:
         ort = _ort()
-        proto = model.proto
-        big = proto.ByteSize() > 1_500_000_000 if model._proto is not None else True
-        source = str(model.path) if big else model.serialized()
+        # protobuf cannot serialise past 2 GB: large in-memory models go through a file
+        use_path = model.on_disk or model.proto.ByteSize() > 1_500_000_000
+        source = str(model.path) if use_path else model.serialized()
         sess = ort.InferenceSession(source, sess_options=self._options(), providers=[self.provider])
         if self.provider not in sess.get_providers():
             raise RuntimeError(f"{self.provider} was requested but the session runs on {sess.get_providers()}")
