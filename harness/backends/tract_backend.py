@@ -27,10 +27,33 @@ _DTYPES = {
 }
 
 
+def _innermost_first(lines: list[str]) -> list[str]:
+    """anyhow prints a chain outermost first (`Building node  (GroupQueryAttention)`, then
+    `Caused by:` and the causes); the reason is the innermost cause, so it goes first and the
+    rest of the chain follows, inner to outer, each as `  while: ...`."""
+    if "Caused by:" not in lines:
+        return lines
+    at = lines.index("Caused by:")
+    head = " ".join(ln.strip() for ln in lines[:at])
+    head = head[len("Error: "):] if head.startswith("Error: ") else head
+    causes: list[str] = []
+    for ln in lines[at + 1:]:
+        m = re.match(r"\s*\d+: (.*)", ln)
+        if m or not causes:
+            causes.append((m.group(1) if m else ln).strip())
+        else:
+            causes[-1] += " " + ln.strip()
+    if not causes:
+        return lines
+    chain = [head, *causes]
+    return [chain[-1], *(f"  while: {c}" for c in reversed(chain[:-1]))]
+
+
 def clean_message(text: str, max_lines: int = 12) -> str:
-    """tract's error chain without the Rust backtrace, first lines kept."""
+    """tract's error chain without the Rust backtrace: the innermost cause (the reason) first,
+    then the chain it came through."""
     text = re.split(r"\n\s*(Stack backtrace:|stack backtrace:|Backtrace:)", str(text))[0]
-    lines = [ln.rstrip() for ln in text.strip().splitlines() if ln.strip()]
+    lines = _innermost_first([ln.rstrip() for ln in text.strip().splitlines() if ln.strip()])
     if len(lines) > max_lines:
         lines = lines[:max_lines] + [f"… ({len(lines) - max_lines} more lines)"]
     return "\n".join(lines)
