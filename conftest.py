@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.marks import MARKS
+from harness.marks import all_marks
 
 HERE = Path(__file__).resolve().parent
 _BACKENDS: dict = {}
@@ -32,7 +32,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    for name, doc in MARKS.items():
+    for name, doc in all_marks().items():
         config.addinivalue_line("markers", f"{name}: {doc}")
 
 
@@ -48,8 +48,11 @@ def _selected_backends(config) -> list[str]:
 
 
 def pytest_collect_file(file_path: Path, parent):
-    if (file_path.suffix == ".py" and file_path.parent == HERE / "cases" and not file_path.name.startswith("_")):
-        return CaseFamily.from_parent(parent, path=file_path)
+    if file_path.suffix == ".py" and file_path.parent == HERE / "cases":
+        from harness.registry import module_names  # the discovery `run` and `list` use
+
+        if file_path.stem in module_names():
+            return CaseFamily.from_parent(parent, path=file_path)
     return None
 
 

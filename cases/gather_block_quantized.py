@@ -21,6 +21,15 @@ from onnx import helper, numpy_helper
 from harness.case import Built, Case, dtype_name
 from harness.graph import MS, GraphBuilder, make_model, run_reference, value_info
 from harness.quantize import initializer_arrays, node_attrs, ort_quantize, pack_bits
+from harness.families import Family, Row
+from harness.refops import quant as ref_quant
+
+FAMILY = Family(
+    marks={"gather_block_quantized": "com.microsoft.GatherBlockQuantized"},
+    reference_ops=[ref_quant.GatherBlockQuantized],
+    rows=[Row("GatherBlockQuantized", "the tract report on a Gemma-3 export: the quantized embedding lookup "
+              "is 'also unhandled'", m="gather_block_quantized")],
+)
 
 TABLES = {"vocab1k-h64": (1000, 64), "qwen2-slice": (512, 896), "gemma3-slice": (256, 1152), "k48": (100, 48),
           "small": (40, 32)}

@@ -22,6 +22,15 @@ from harness.case import Built, Case, dtype_name
 from harness.data import normal, up
 from harness.graph import MS, GraphBuilder, make_model, run_reference, value_info
 from harness.quantize import initializer_arrays, node_attrs, ort_quantize, pack_bits
+from harness.families import Family, Row
+from harness.refops import quant as ref_quant
+
+FAMILY = Family(
+    marks={"matmulnbits": "com.microsoft.MatMulNBits"},
+    reference_ops=[ref_quant.MatMulNBits],
+    rows=[Row("MatMulNBits 4-bit, block 32", "the tract report on a Gemma-3 export: model_q4.onnx is int4 "
+              "MatMulNBits, block_size 32", k="bits4 and bs32", m="matmulnbits")],
+)
 
 # (K, N): zoo projection shapes (N sliced to keep cases small), plus edges
 SHAPES = {
@@ -43,28 +52,26 @@ def lower(a: np.ndarray, b: np.ndarray, scales: np.ndarray, zp: np.ndarray | Non
     q = g.op("Reshape", g.op("Concat", *parts, axis=2) if per > 1 else parts[0], g.const(np.array([n, kb * block], np.int64)))
     s32 = g.op("Cast", g.const(np.asarray(scales).reshape(n, kb)), to=1)  # float16 -> float32 is exact
     float_zp = zp is not None and np.asarray(zp).dtype != np.uint8
+    packed_zq = None
+    if zp is not None and not float_zp:  # unpacked in the graph, like B (shares no code with refops)
+        zparts = [g.op("BitwiseAnd", g.op("BitShift", g.op("Reshape", g.const(np.asarray(zp)), g.const(np.array([n, -1, 1], np.int64))),
+                                            g.const(np.array(bits * j, np.uint8)), direction="RIGHT"), mask)
+                  for j in range(per)]
+        zall = g.op("Reshape", g.op("Concat", *zparts, axis=2) if per > 1 else zparts[0], g.const(np.array([n, -1], np.int64)))
+        packed_zq = g.op("Slice", zall, g.const(np.array([0], np.int64)), g.const(np.array([kb], np.int64)), g.const(np.array([1], np.int64)))
     if g_idx is None and not float_zp:
-        if zp is None:
-            zq = g.const(np.full((n, kb), 2 ** (bits - 1), np.uint8))
-        else:
-            zparts = [g.op("BitwiseAnd", g.op("BitShift", g.op("Reshape", g.const(np.asarray(zp)), g.const(np.array([n, -1, 1], np.int64))),
-                                                g.const(np.array(bits * j, np.uint8)), direction="RIGHT"), mask)
-                      for j in range(per)]
-            zall = g.op("Reshape", g.op("Concat", *zparts, axis=2) if per > 1 else zparts[0], g.const(np.array([n, -1], np.int64)))
-            zq = g.op("Slice", zall, g.const(np.array([0], np.int64)), g.const(np.array([kb], np.int64)), g.const(np.array([1], np.int64)))
+        zq = g.const(np.full((n, kb), 2 ** (bits - 1), np.uint8)) if zp is None else packed_zq
         w = g.op("DequantizeLinear", q, s32, zq, axis=1, block_size=block)
         w = g.op("Cast", w, to=11)
     else:  # explicit: (q - zp[block_of_k]) * scale[block_of_k]
         blocks = np.arange(kb * block) // block if g_idx is None else np.concatenate(
             [np.asarray(g_idx).astype(np.int64), np.zeros(kb * block - k, np.int64)])
         gidx = g.const(blocks.astype(np.int64))
-        zp64 = (np.full((n, kb), float(2 ** (bits - 1))) if zp is None else
-                (up(zp).reshape(n, kb) if float_zp else None))
-        if zp64 is None:
-            from harness.refops.quant import unpack_bits
-
-            zp64 = unpack_bits(np.asarray(zp).reshape(n, -1), bits)[:, :kb].astype(np.float64)
-        zfull = g.op("Gather", g.const(zp64), gidx, axis=1)
+        if packed_zq is not None:
+            zp_t = g.op("Cast", packed_zq, to=11)
+        else:
+            zp_t = g.const(np.full((n, kb), float(2 ** (bits - 1))) if zp is None else up(zp).reshape(n, kb))
+        zfull = g.op("Gather", zp_t, gidx, axis=1)
         sfull = g.op("Gather", g.op("Cast", s32, to=11), gidx, axis=1)
         w = g.op("Mul", g.op("Sub", g.op("Cast", q, to=11), zfull), sfull)
     w = g.op("Slice", w, g.const(np.array([0], np.int64)), g.const(np.array([k], np.int64)), g.const(np.array([1], np.int64)))

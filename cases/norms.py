@@ -21,6 +21,18 @@ from harness.case import Built, Case, dtype_name, grid
 from harness.data import normal, up
 from harness.graph import MS, GraphBuilder, run_reference, single_node_model
 from harness.tolerances import for_dtype
+from harness.families import Family, Row
+from harness.refops import norms as ref_norms
+
+FAMILY = Family(
+    reference_ops=ref_norms.OPS,
+    rows=[
+        Row("SimplifiedLayerNormalization on non-centred input",
+            "tract maps it to a mean-subtracting LayerNorm (prior research)", k="norm/simplified and largemean"),
+        Row("SkipSimplifiedLayerNormalization with bias", "input_skip_bias_sum and bias (prior research)",
+            k="norm/skipsimplified and not nobias"),
+    ],
+)
 
 SHAPES = {"quick": [(2, 5, 64), (1, 3, 2048)], "full": [(2, 5, 64), (1, 3, 2048), (3, 1, 1152), (1, 7, 896), (4, 2, 16)]}
 DISTS = {"centred": (0.0, 1.0), "largemean": (5.0, 1.0)}

@@ -17,6 +17,10 @@ from harness.case import Built, Case, dtype_name, grid
 from harness.data import normal, rope_cache, up
 from harness.graph import MS, GraphBuilder, run_reference, single_node_model
 from harness.tolerances import for_dtype
+from harness.families import Family
+from harness.refops import rotary as ref_rotary
+
+FAMILY = Family(reference_ops=ref_rotary.OPS)
 
 SHAPES = {
     "quick": [(2, 5, 4, 16), (1, 7, 8, 64)],

@@ -1,34 +1,20 @@
-"""Every pytest mark a case may carry (registered by conftest.py; `-m` selects on them)."""
+"""Marks shared across families (each family declares its own in its module's FAMILY), and the
+union of both that pytest registers and `-m` accepts."""
 
 MARKS: dict[str, str] = {
     "norm": "RMS-style norms: SimplifiedLayerNormalization, SkipSimplifiedLayerNormalization, RMSNormalization-23",
     "rotary": "rotary embeddings: com.microsoft.RotaryEmbedding and ai.onnx RotaryEmbedding-23",
     "attention": "attention ops (GroupQueryAttention, ai.onnx Attention)",
-    "onnx_node": "ONNX's own node test cases for the LLM-relevant standard ops",
     "dequantize": "blocked DequantizeLinear",
     "quant": "block-quantised weights and embeddings",
-    "matmulnbits": "com.microsoft.MatMulNBits",
-    "gather_block_quantized": "com.microsoft.GatherBlockQuantized",
-    "gqa": "com.microsoft.GroupQueryAttention, any phase",
-    "gqa_prefill": "GroupQueryAttention, first prompt (no past)",
-    "gqa_decode": "GroupQueryAttention with past KV: decode steps and later chunks",
-    "gqa_multistep": "GroupQueryAttention prefill then decodes, present fed back as past",
-    "gqa_rotary": "GQA with do_rotary=1",
-    "gqa_window": "GQA with local_window_size",
-    "gqa_softcap": "GQA with softcap",
-    "gqa_ragged": "GQA with per-batch seqlens_k that differ",
-    "gqa_packed": "GQA with packed QKV",
-    "gqa_shared_buffer": "GQA with past/present in one max-length buffer",
-    "gqa_sink": "GQA with smooth_softmax or head_sink",
-    "gqa_bias": "GQA with attention_bias",
-    "gqa_qk_output": "GQA with the output_qk output",
-    "gqa_position_ids": "GQA with do_rotary and explicit position_ids",
-    "gqa_query_seqlens": "GQA with query_seqlens (right-padded chunks, idle entries)",
-    "gqa_qk_norm": "GQA with q_norm_weight/k_norm_weight",
-    "gqa_kv_quant": "GQA with a quantised KV cache (int8 / int4, per-tensor / per-channel scales)",
-    "gqa_sliding_cache": "GQA with sliding_window_cache=1 (window-sized KV buffers, internal eviction)",
     "fp16": "float16 cases",
     "bf16": "bfloat16 cases",
     "zoo": "zoo models and their twins",
     "seed_gap": "rows named in the seed documents (tract on Gemma-3 fused export …)",
 }
+
+
+def all_marks() -> dict[str, str]:
+    from .families import family_marks
+
+    return {**MARKS, **family_marks()}
