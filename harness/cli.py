@@ -1,4 +1,4 @@
-"""The `onnx-compat` command line (contract: DESIGN.md, "The command line and the files it writes")."""
+"""The `onnx-compat` command line (its options and files are a contract: README "Commands", docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Backend registry: the `--backends` vocabulary of DESIGN.md."""
+"""Backend registry: the `--backends` vocabulary (README "Backends", docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _extra() -> dict[str, Callable[[], Backend]]:
 
 
 def _registry() -> dict[str, Callable[[], Backend]]:
-    from . import ort, reference, tract_backend
+    from . import ort, ort_js, reference, tract_backend
 
     builtin: dict[str, Callable[[], Backend]] = {
         "reference": reference.Reference,
@@ -32,6 +32,9 @@ def _registry() -> dict[str, Callable[[], Backend]]:
         "ort-cuda": ort.OrtCuda,
         "tract": tract_backend.Tract,
         "tract-cli": tract_backend.TractCli,
+        "ort-node": ort_js.OrtNode,
+        "ort-web": ort_js.OrtWeb,
+        "ort-web-chromium": ort_js.OrtWebChromium,
     }
     extra = _extra()
     clash = set(extra) & set(builtin)
@@ -51,6 +54,10 @@ def get(name: str, isolated: bool | None = None, timeout: float = 120.0) -> Back
     if name not in reg:
         raise KeyError(f"unknown backend {name!r}; choose from: {', '.join(reg)}")
     backend = reg[name]()
+    if hasattr(backend, "cell_timeout"):  # backends that isolate themselves (ort_js) take the limit
+        backend.cell_timeout = timeout
+    if hasattr(backend, "timeout"):  # backends with their own per-run limit (tract-cli) obey --timeout
+        backend.timeout = timeout
     wrap = backend.isolated if isolated is None else isolated
     if wrap:
         from .worker import IsolatedBackend
