@@ -25,6 +25,7 @@ from onnx import helper
 from harness.case import Built, Case, dtype_name
 from harness.data import normal, rope_cache, up
 from harness.graph import MS, GraphBuilder, run_reference, single_node_model
+from harness import readings as R
 from harness.tolerances import for_dtype
 from harness.families import Family, Row
 from harness.refops import gqa as ref_gqa
@@ -106,6 +107,11 @@ class Scenario:
     qknorm: int = 0  # q_norm_weight/k_norm_weight (Qwen3-style per-head RMS norm)
     kvq: str = ""  # quantised KV cache: int8-tensor | int8-channel | int4-tensor | int4-channel
     dtype: Any = np.float32
+    #: R17, float16/bfloat16 only (oracle only, not part of the id): "rounded" (chosen): the
+    #: rotated/normalised Q and K are computed exactly and rounded once to the dtype; "q-unrounded":
+    #: only K is (present_key stores it); "t-arithmetic": the rotation runs in the dtype's own
+    #: arithmetic (each product and sum rounded, as RotaryEmbedding on T inputs computes)
+    precision: str = "rounded"
 
     @property
     def kv_bits(self) -> int:
@@ -272,7 +278,10 @@ def gqa_model(sc: Scenario, feeds: dict[str, np.ndarray], present_len: int | str
 
 def _graph_inputs(sc: Scenario, q, k, v, cache_k, cache_v, cos, sin, pos, norms=None):
     """The shared prologue of the oracle graphs: float64 inputs, the optional q/k RMS norm
-    (RMSNormalization-23, before rotary), BSNH -> BNSH, RotaryEmbedding-23 at positions `pos`."""
+    (RMSNormalization-23, before rotary), BSNH -> BNSH, RotaryEmbedding-23 at positions `pos`,
+    then (R17) the transformed K — and Q, unless `sc.round_q` is off — rounded to a float16 or
+    bfloat16 case's dtype: the rotated K is materialised in present_key of that type, and the
+    attention over the cache reads it as stored."""
     g = GraphBuilder(opset=23)
     gq, gk, gv = (g.input(nm, np.float64, a.shape) for nm, a in (("q", q), ("k", k), ("v", v)))
     gck = g.input("cache_k", np.float64, cache_k.shape)
@@ -283,12 +292,24 @@ def _graph_inputs(sc: Scenario, q, k, v, cache_k, cache_v, cos, sin, pos, norms=
         gq = g.op("RMSNormalization", gq, g.const(up(qw)), axis=-1, epsilon=eps)
         gk = g.op("RMSNormalization", gk, g.const(up(kw)), axis=-1, epsilon=eps)
     qt, kt, vt = (g.op("Transpose", x, perm=[0, 2, 1, 3]) for x in (gq, gk, gv))
+    low_precision = np.dtype(sc.dtype) != np.float32
+    low = helper.np_dtype_to_tensor_dtype(np.dtype(sc.dtype))
+    f64 = helper.np_dtype_to_tensor_dtype(np.dtype(np.float64))
     if sc.rotary:
         gcos, gsin = g.input("cos", np.float64, cos.shape), g.input("sin", np.float64, sin.shape)
         gpos = g.input("pos", np.int64, pos.shape)
         feeds.update(cos=up(cos), sin=up(sin), pos=pos)
-        qt = g.op("RotaryEmbedding", qt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
-        kt = g.op("RotaryEmbedding", kt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+        if low_precision and sc.precision == "t-arithmetic":  # onnx.reference computes in the input's dtype
+            gcos, gsin = g.op("Cast", gcos, to=low), g.op("Cast", gsin, to=low)
+            qt, kt = (g.op("Cast", g.op("RotaryEmbedding", g.op("Cast", x, to=low), gcos, gsin, gpos,
+                                        interleaved=int(sc.rotary == 2)), to=f64) for x in (qt, kt))
+        else:
+            qt = g.op("RotaryEmbedding", qt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+            kt = g.op("RotaryEmbedding", kt, gcos, gsin, gpos, interleaved=int(sc.rotary == 2))
+    if low_precision and (sc.rotary or norms is not None) and sc.precision != "t-arithmetic":  # R17
+        kt = g.op("Cast", g.op("Cast", kt, to=low), to=f64)
+        if sc.precision == "rounded":
+            qt = g.op("Cast", g.op("Cast", qt, to=low), to=f64)
     return g, feeds, gck, gcv, qt, kt, vt
 
 
@@ -419,8 +440,8 @@ def oracle_step_sliding(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int]
 
 def pack_nibbles(values: np.ndarray, offset: int = 0) -> np.ndarray:
     """The oracle's own 4-bit packing (arithmetic, not bit operations): byte = lo + 16 * hi.
-    offset 0: each nibble is the two's complement of a value in [-8, 7] (R14); offset 8: the
-    other reading, nibble = value + 8."""
+    offset 8 (R14's chosen reading): nibble = value + 8; offset 0: the other reading, each nibble
+    the two's complement of a value in [-8, 7]."""
     v = np.mod(np.asarray(values).astype(np.int64) + offset, 16)
     return (v[..., 0::2] + 16 * v[..., 1::2]).astype(np.uint8)
 
@@ -529,7 +550,7 @@ def _qkv_feeds(sc: Scenario, q, k, v) -> dict[str, np.ndarray]:
 
 
 def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | str = "default",
-          nibble_offset: int = 0) -> Built:
+          nibble_offset: int = 8) -> Built:
     n, nkv, h = sc.heads
     b = sc.batch
     window = (sc.window if sc.window > 0 else None) if window_override == "default" else window_override
@@ -648,7 +669,7 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
     built = Built(first_model, feeds_list, expected_list, masks_list, carry,
                   oracle="Attention-23 + RotaryEmbedding-23 + ScatterND lowering, float64 (onnx.reference)")
     if alt_steps:  # R16: the other reading of a quantised cache
-        built.alternates["attention reads the new rows before quantisation"] = alt_steps
+        built.alternates[R.KVQ_FLOAT_NEW_ROWS] = alt_steps
     return built
 
 
@@ -661,10 +682,9 @@ def make_case(sc: Scenario) -> Case:
         # #25927). For W = 0: the current key only, or no key at all (all-masked rows -> 0).
         readings = []
         if sc.window > 0:
-            readings = [("window = W preceding keys + the current one", sc.window + 1)]
+            readings = [(R.WINDOW_W_PLUS_CURRENT, sc.window + 1)]
         elif sc.window == 0:
-            readings = [("local_window_size 0 = the current key only", 1),
-                        ("local_window_size 0 = no key visible (masked rows give 0)", 0)]
+            readings = [(R.WINDOW0_CURRENT_ONLY, 1), (R.WINDOW0_NO_KEY, 0)]
         for name, override in readings:
             rng2 = np.random.default_rng()
             rng2.bit_generator.state = state
@@ -672,11 +692,20 @@ def make_case(sc: Scenario) -> Case:
         if sc.kvq and sc.kv_bits == 4:  # R14: the other reading of a 4-bit cache byte
             rng2 = np.random.default_rng()
             rng2.bit_generator.state = state
-            built.alternates["4-bit cache values stored unsigned with an offset of 8"] = \
-                build(sc, rng2, nibble_offset=8).expected
+            built.alternates[R.INT4_SIGNED] = build(sc, rng2, nibble_offset=0).expected
+        if np.dtype(sc.dtype) != np.float32 and (sc.rotary or sc.qknorm):  # R17: other precisions
+            for name, precision in [(R.ROTATED_Q_UNROUNDED, "q-unrounded"), (R.ROTARY_IN_T, "t-arithmetic")]:
+                if precision == "t-arithmetic" and not sc.rotary:
+                    continue
+                rng2 = np.random.default_rng()
+                rng2.bit_generator.state = state
+                built.alternates[name] = build(replace(sc, precision=precision), rng2).expected
         return built
 
-    return Case(sc.case_id(), "gqa", sc.features(), sc.marks(), for_dtype("attention", dtype_name(sc.dtype)), make)
+    # R10: "other EPs must reject the node" when q_norm_weight is set: their refusal is conformant
+    refusals = (R.QK_NORM_CPU.id,) if sc.qknorm else ()
+    return Case(sc.case_id(), "gqa", sc.features(), sc.marks(), for_dtype("attention", dtype_name(sc.dtype)), make,
+                refusals=refusals)
 
 
 # ------------------------------------------------------------------------------------------

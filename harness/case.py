@@ -58,6 +58,9 @@ class Case:
     tolerance: str
     make: Callable[[np.random.Generator], Built]
     description: str = ""
+    #: ids of harness.readings.REFUSALS: configurations the operator text says some backends
+    #: must reject, so their refusal is the conformant verdict (`unsupported`, not `error`)
+    refusals: tuple[str, ...] = ()
 
     @property
     def seed(self) -> int:

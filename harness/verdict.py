@@ -6,7 +6,10 @@ from enum import Enum
 class Status(str, Enum):
     PASS = "pass"  # agrees with the oracle within the case's tolerance profile
     MISMATCH = "mismatch"  # ran, and the numbers disagree (NaN/Inf where the oracle is finite too)
-    UNSUPPORTED = "unsupported"  # refused while loading/preparing the model; its own message kept
+    #: ran, fails the reading the reference implements but matches another reading the operator text
+    #: allows (harness/readings.py); metrics.matches_reading names it. Not a fault of the backend.
+    AMBIGUOUS = "ambiguous"
+    UNSUPPORTED = "unsupported"  # refused (its own message kept); a refusal the text requires says so
     ERROR = "error"  # loaded, then failed while running
     CRASH = "crash"  # the process running the backend died (signal or exit code)
     TIMEOUT = "timeout"  # no answer within the per-cell time limit

@@ -44,7 +44,8 @@ def test_masks_leave_every_valid_row_compared():
 def test_a_buggy_reference_fails_against_the_oracle(monkeypatch, needle):
     """Inject one classic bug per feature; the oracle must catch it on the grid's cases."""
     bugs = {
-        "win3": ("window_reading", lambda w: w + 1 if w > 0 else None),  # off-by-one window
+        # off-by-one window, one key short (one key more is R3's other reading: `ambiguous`, not a bug)
+        "win3": ("window_reading", lambda w: w - 1 if w > 1 else None),
         "rotary-": ("_rope", lambda x, pos, cos, sin, il: x),  # rotary silently skipped
         "sinkhead": None,
         "softcap1.5": None,

@@ -11,10 +11,13 @@ here and are never compared.
 sliding_window_cache=1 (R12): the buffers hold the L(T) most recent positions at rows [0, L),
 L(T) = T if T <= C else T - G*ceil((T - C)/G), G = C - W + 1 (the schema's formula).
 
-Quantised KV caches (R13-R16): int8 past/present, or uint8 bytes holding two signed 4-bit
-values (kv_cache_bit_width=4), dequantised as q * scale with k_scale/v_scale broadcast to the
+Quantised KV caches (R13-R16): int8 past/present, or uint8 bytes holding two 4-bit values
+stored unsigned with an offset of 8 (kv_cache_bit_width=4, R14), dequantised as q * scale with k_scale/v_scale broadcast to the
 cache shape; new rows are quantised with round-half-to-even and saturation, and attention reads
 the cache as stored (the quantised new rows too). Not implemented: float8 caches.
+
+float16/bfloat16 (R17): the rotated (or q/k-normalised) Q and K are rounded to that type before
+the Q·K product, as present_key (type T) stores K; everything else is computed in float64.
 """
 
 from __future__ import annotations
@@ -40,15 +43,16 @@ def kv_range(bits: int) -> tuple[int, int]:
 
 
 def unpack_int4(packed: np.ndarray) -> np.ndarray:
-    """R14: two signed 4-bit values per byte along head_size, the low nibble first."""
+    """R14: two 4-bit values per byte along head_size, the low nibble first, each stored
+    unsigned with an offset of 8 (value = nibble - 8)."""
     p = np.asarray(packed).astype(np.int16)
     lo, hi = p & 0xF, (p >> 4) & 0xF
     v = np.stack([lo, hi], axis=-1).reshape(*p.shape[:-1], p.shape[-1] * 2)
-    return np.where(v >= 8, v - 16, v)
+    return v - 8
 
 
 def pack_int4(values: np.ndarray) -> np.ndarray:
-    v = (np.asarray(values).astype(np.int16) + 16) % 16
+    v = np.asarray(values).astype(np.int16) + 8
     v = v.reshape(*v.shape[:-1], -1, 2)
     return (v[..., 0] | (v[..., 1] << 4)).astype(np.uint8)
 
@@ -93,6 +97,7 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
         local_window_size=-1, do_rotary=0, rotary_interleaved=0, smooth_softmax=-1, causal=1, qk_output=0,
         query_seqlens=None, q_norm=None, k_norm=None, sliding_window_cache=0, new_rows_hook=None, keep_f64=False):
     f64 = np.float64
+    low_precision = query.dtype not in (np.dtype(np.float32), np.dtype(np.float64))
     q_in = query.astype(f64)
     b_sz, s_len = q_in.shape[:2]
     n, nkv = num_heads, kv_num_heads
@@ -140,6 +145,8 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
                 pos = p + np.arange(q_valid)
             qb = _rope(qb, pos, cos, sin, bool(rotary_interleaved))
             kb = _rope(kb, pos, cos, sin, bool(rotary_interleaved))
+        if low_precision and (do_rotary or q_norm is not None):  # R17: materialised in T
+            qb, kb = qb.astype(query.dtype).astype(f64), kb.astype(query.dtype).astype(f64)
         if new_rows_hook is not None:  # R16: a quantised cache stores (and attention reads) q * scale
             kb, vb = new_rows_hook(kb, vb)
         if sliding_window_cache:  # R12: resident rows of the past, then the new rows

@@ -1,0 +1,152 @@
+"""Where the operator text allows more than one reading, and where it requires a refusal.
+
+Data, not logic: cases name a reading (the key of `Built.alternates`) or a required refusal
+(`Case.refusals`) from here, the runner turns a match into the `ambiguous` / conformant
+`unsupported` verdicts, and the report renders this catalogue with the schema sentences quoted,
+so an upstream documentation fix can be filed from it. Quotes are from onnxruntime 1.32.0's
+`get_all_operator_schema()`; docs/gqa.md and docs/quant.md weigh the evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reading:
+    name: str  # the key a case uses in Built.alternates; says what the reading is
+    evidence: str
+
+
+@dataclass(frozen=True)
+class Ambiguity:
+    id: str  # R-number of docs/<op>.md
+    op: str
+    question: str
+    quotes: tuple[str, ...]  # the schema sentences that leave it open
+    chosen: Reading  # what the reference and the oracle implement
+    others: tuple[Reading, ...]  # the other readings the text allows
+    doc: str
+
+
+@dataclass(frozen=True)
+class RequiredRefusal:
+    """The text says some execution providers must reject a configuration: their refusal is
+    the conformant behaviour. `scope` names the backends it speaks of by their `provider`
+    attribute (ORT execution providers); those not in `honoured_by` must refuse."""
+
+    id: str
+    op: str
+    what: str
+    quote: str
+    honoured_by: tuple[str, ...]
+    scope_suffix: str = "ExecutionProvider"
+
+    def requires_refusal(self, provider: str | None) -> bool:
+        return bool(provider) and provider.endswith(self.scope_suffix) and provider not in self.honoured_by
+
+
+_GQA = "com.microsoft.GroupQueryAttention"
+_LWS = ("local_window_size: \"left_window_size for causal local attention (like Mistral). Must be -1 when "
+        "causal is 0. Default value is -1 meaning unused.\"")
+
+# names used as keys of Built.alternates (cases import these constants)
+WINDOW_W_PLUS_CURRENT = "window = W preceding keys + the current one"
+WINDOW0_CURRENT_ONLY = "local_window_size 0 = the current key only"
+WINDOW0_NO_KEY = "local_window_size 0 = no key visible (masked rows give 0)"
+INT4_UNSIGNED_OFFSET8 = "4-bit cache values stored unsigned with an offset of 8"
+INT4_SIGNED = "4-bit cache values stored as signed two's complement nibbles"
+KVQ_FLOAT_NEW_ROWS = "attention reads the new rows before quantisation"
+ROTATED_Q_UNROUNDED = "rotated/normalised Q kept above the case's precision (only K, stored in present, rounded)"
+ROTARY_IN_T = "rotation computed in the case's float16/bfloat16 arithmetic (each product and sum rounded)"
+G_IDX_IGNORED = "g_idx ignored (the input is deprecated)"
+
+AMBIGUITIES: tuple[Ambiguity, ...] = (
+    Ambiguity(
+        "R3", _GQA, "What does a window of W keys count?",
+        (_LWS, "Windowed KV Cache: \"`C` must be at least `W`\" … \"Hence `min(T, W) <= L(T)`: the whole window "
+               "stays resident\" … \"The CUDA implementation requires `C == W`\""),
+        Reading("W keys including the current one: key j is visible from position p iff p - W < j <= p",
+                "a cache of exactly C = W rows (what CUDA requires) must hold the whole window, so the window "
+                "is W keys in all; HF Mistral masks j <= p - W"),
+        (Reading(WINDOW_W_PLUS_CURRENT, "flash-attn window_size_left and ONNX Attention-25 left_window_size count "
+                 "W keys before the current one; ORT itself did so before PR #25927"),),
+        "docs/gqa.md#R3"),
+    Ambiguity(
+        "R4", _GQA, "What does local_window_size = 0 mean?",
+        (_LWS, "sliding_window_cache: \"Requires local_window_size > 0\""),
+        Reading("no window (as -1)",
+                "only -1 is named 'unused', but 0 keys is not a window any attention can use; the text "
+                "requires W > 0 wherever a window is actually built (sliding_window_cache)"),
+        (Reading(WINDOW0_CURRENT_ONLY, "R3's counting with W = 0 clipped to the query's own key"),
+         Reading(WINDOW0_NO_KEY, "R3's counting taken literally: p - 0 < j <= p is empty, every row fully "
+                 "masked (ORT CPU 1.32.0 then writes 0)")),
+        "docs/gqa.md#R4"),
+    Ambiguity(
+        "R14", _GQA, "How are two 4-bit cache values stored in a uint8 byte?",
+        ("\"For 4-bit quantization, the data type is uint8 where each byte contains two 4-bit values.\"",
+         "k_quant_type: \"PER_TENSOR … PER_CHANNEL\" (scales only; there is no zero point input)"),
+        Reading(INT4_UNSIGNED_OFFSET8,
+                "the container is uint8, and both other com.microsoft ops that pack 4-bit values into uint8 "
+                "give them an implicit offset of 2^(bits-1) = 8: MatMulNBits (\"If not provided, a default zero "
+                "point is used: 2^(bits - 1) (e.g., 8 for 4-bit quantization\") and GatherBlockQuantized "
+                "(\"the default value is 0 for int4/uint4, or 2^(bits-1) for uint8\")"),
+        (Reading(INT4_SIGNED, "the cache is symmetric (scales, no zero point) and the 8-bit cache is int8, "
+                 "so its 4-bit values may be signed too"),),
+        "docs/gqa.md#R14"),
+    Ambiguity(
+        "R16", _GQA, "Does attention read the new K/V rows as quantised into the cache, or before?",
+        ("\"With a quantized CUDA cache and `P = 0, Q > 1`, attention reads the original floating-point new "
+         "K/V; omitting `query_seqlens` while retaining a capacity-valued bound can instead select legacy "
+         "quantized-cache reads.\"",),
+        Reading("the cache as stored (new rows quantised, then dequantised)", "the cache is the state; the "
+                "text names float reads only for one CUDA prefill configuration"),
+        (Reading(KVQ_FLOAT_NEW_ROWS, "the CUDA prefill sentence above"),),
+        "docs/gqa.md#R16"),
+    Ambiguity(
+        "R17", _GQA, "In float16/bfloat16, at what precision are the rotated (or q/k-normalised) Q and K formed?",
+        ("do_rotary: \"Whether to use rotary position embedding.\"",
+         "present_key: \"present state key with support for format BNSH\" (type T: the rotated K is stored "
+         "in T, so attention over the cache reads it rounded)"),
+        Reading("rotated Q and K both rounded to T before the Q·K product",
+                "K must be: it is materialised in present_key (type T), and a decode step reads it from there; "
+                "Q goes through the same rotary embedding, whose own operator (com.microsoft.RotaryEmbedding) "
+                "outputs T. ORT CPU 1.32.0 matches this to 1 ulp"),
+        (Reading(ROTATED_Q_UNROUNDED, "the text names no intermediate type for Q; a kernel may rotate Q in "
+                 "registers at higher precision"),
+         Reading(ROTARY_IN_T, "the text names no precision for the rotation; RotaryEmbedding on T inputs may "
+                 "compute in T (onnx.reference's RotaryEmbedding-23 does). With logits of magnitude ~50 "
+                 "(head 512, scale 1.0) one ulp of K moves the output by ~0.02, above any fp16 bound")),
+        "docs/gqa.md#R17"),
+    Ambiguity(
+        "Q1", "com.microsoft.MatMulNBits", "Is the deprecated g_idx input read?",
+        ("g_idx: \"group_idx. This input is deprecated\"",),
+        Reading("column k uses the scale and zero point of block g_idx[k]", "a given input is read; "
+                "'deprecated' says exporters should stop emitting it, not that kernels ignore it"),
+        (Reading(G_IDX_IGNORED, "'deprecated' read as 'ignored'"),),
+        "docs/quant.md"),
+)
+
+QK_NORM_CPU = RequiredRefusal(
+    "R10-refusal", _GQA, "q_norm_weight / k_norm_weight on an execution provider other than CUDA or WebGPU",
+    "q_norm_weight: \"Currently honored by the CUDA and native WebGPU execution providers; JSEP WebGPU/JS "
+    "and other EPs must reject the node when this input is set.\"",
+    honoured_by=("CUDAExecutionProvider", "WebGpuExecutionProvider"))
+
+REFUSALS: dict[str, RequiredRefusal] = {r.id: r for r in (QK_NORM_CPU,)}
+
+
+def find_reading(name: str) -> tuple[Ambiguity, Reading] | None:
+    """The ambiguity and reading a case's alternates key names (None for a key not catalogued)."""
+    for a in AMBIGUITIES:
+        for r in (a.chosen, *a.others):
+            if r.name == name:
+                return a, r
+    return None
+
+
+def catalogue() -> list[dict]:
+    """The catalogue as plain data (for results, the report and docs)."""
+    return [{"id": a.id, "op": a.op, "question": a.question, "quotes": list(a.quotes), "doc": a.doc,
+             "chosen": {"name": a.chosen.name, "evidence": a.chosen.evidence},
+             "others": [{"name": r.name, "evidence": r.evidence} for r in a.others]} for a in AMBIGUITIES]
