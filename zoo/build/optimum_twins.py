@@ -1,0 +1,225 @@
+"""Build the optimum twins: tiny Qwen2.5 and Gemma-3 text checkpoints exported by optimum's ONNX
+exporter (the decomposed form transformers.js ships: RoPE, repeat_kv and attention as plain ONNX
+ops, a concatenating past), fp32 and q4 the way transformers.js' scripts/quantize.py makes q4
+(onnxruntime MatMulNBitsQuantizer, block 32, symmetric, accuracy_level None, MatMul only).
+
+Run inside the optimum environment (zoo/envs/optimum.txt), from the repository root:
+
+    .zoo-envs/optimum/bin/python zoo/build/optimum_twins.py [NAME ...] [--out zoo/twins]
+
+Each family is exported once (a fresh seeded checkpoint in a temporary folder, then the real
+`optimum-cli export onnx` on it); its fp32 and q4 twins are written from that export. The
+checkpoint itself is not kept: the twin ships config.json, the ONNX file and the eager oracle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+ENV_FILE = "zoo/envs/optimum.txt"
+SCRIPT = "zoo/build/optimum_twins.py"
+FORM = "optimum-decomposed"
+SEED = 0
+
+# Tiny, same architecture as the hub models (zoo-facts.md §1, §3). hidden 64 (sqrt exact for
+# Gemma's embedding scale), head_dim 16 (ORT CPU rotary kernels want % 16), GQA ratio kept,
+# Qwen2.5's QKV bias and tied embeddings, Gemma-3's 5:1 sliding/full pattern with a window of 8
+# so the 24-token prompt crosses it. initializer_range 0.1 keeps logits non-degenerate.
+FAMILIES = {
+    "qwen25": {
+        "model": "qwen2.5-0.5b",
+        "class": "Qwen2ForCausalLM",
+        "config_class": "Qwen2Config",
+        "config": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                       rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False,
+                       sliding_window=128, max_window_layers=4, hidden_act="silu", initializer_range=0.1,
+                       bos_token_id=1, eos_token_id=2),
+        "position_ids": "position_ids",
+    },
+    "gemma3": {
+        "model": "gemma3-1b",
+        "class": "Gemma3ForCausalLM",
+        "config_class": "Gemma3TextConfig",
+        "config": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+                       num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+                       max_position_embeddings=128, sliding_window=8, rope_theta=1e6, rope_local_base_freq=1e4,
+                       rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh", initializer_range=0.1,
+                       tie_word_embeddings=True, bos_token_id=2, eos_token_id=1, pad_token_id=0),
+        # optimum-onnx 0.1.0's Gemma3TextOnnxConfig derives from TextDecoderOnnxConfig (no
+        # position_ids input): positions come from the past length inside the graph
+        "position_ids": None,
+    },
+}
+PRECISIONS = {"fp32": "onnx/model.onnx", "q4": "onnx/model_q4.onnx"}
+TWINS = {f"{fam}-optimum-{p}": (fam, p) for fam in FAMILIES for p in PRECISIONS}
+Q4 = dict(block_size=32, is_symmetric=True, accuracy_level=None)
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+    return {k: version(k) for k in ("optimum-onnx", "optimum", "transformers", "torch", "onnxruntime", "onnx")}
+
+
+def make_checkpoint(fam: str, ckpt: Path):
+    import torch
+    import transformers
+    spec = FAMILIES[fam]
+    torch.manual_seed(SEED)
+    cfg = getattr(transformers, spec["config_class"])(**spec["config"])
+    model = getattr(transformers, spec["class"])(cfg).eval()
+    model.save_pretrained(ckpt)
+
+
+def export(ckpt: Path, out: Path) -> tuple[str, str]:
+    """The real optimum CLI, offline on the local checkpoint. Returns (command, its log)."""
+    cmd = ["optimum-cli", "export", "onnx", "--model", str(ckpt), "--task", "text-generation-with-past", str(out)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    exe = Path(sys.executable).with_name("optimum-cli")
+    r = subprocess.run([str(exe)] + cmd[1:], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"optimum-cli export failed (exit {r.returncode}):\n{r.stderr[-4000:]}")
+    shown = "optimum-cli export onnx --model ckpt --task text-generation-with-past out"
+    return shown, r.stdout + r.stderr
+
+
+def quantize_q4(src: Path, dst: Path) -> None:
+    """transformers.js scripts/quantize.py `quantize_q4`: MatMul4BitsQuantizer(model, block_size,
+    is_symmetric, accuracy_level) (now MatMulNBitsQuantizer, bits 4 by default), process, save."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    q = MatMulNBitsQuantizer(model=onnx.load(str(src)), **Q4)
+    q.process()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(q.model.model, str(dst))
+
+
+def contract(fam: str, rel: str) -> dict:
+    c = FAMILIES[fam]["config"]
+    return {
+        "graphs": {"decoder": rel, "embed": None, "prefill": None},
+        "input_ids": "input_ids",
+        "attention_mask": "attention_mask",
+        "position_ids": FAMILIES[fam]["position_ids"],
+        "position_base": 0,
+        "extra_inputs": {},
+        "kv": {"past": "past_key_values.{i}.{kv}", "present": "present.{i}.{kv}",
+               "count": c["num_hidden_layers"], "layout": "BNSH", "heads": c["num_key_value_heads"],
+               "head_dim": c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"],
+               "dtype": "float32", "cache": "concat", "max_length": None, "window": None},
+        "logits": "logits",
+    }
+
+
+def eager_model(ckpt: Path):
+    import transformers
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        ckpt, attn_implementation="eager", dtype="float32").eval()
+
+
+def build_family(fam: str, precisions: list[str], out_root: Path) -> list[dict]:
+    versions = _versions()
+    spec = FAMILIES[fam]
+    made = []
+    with tempfile.TemporaryDirectory(prefix=f"optimum-{fam}-") as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        make_checkpoint(fam, tmp / "ckpt")
+        t_ckpt = time.perf_counter()
+        shown, log = export(tmp / "ckpt", tmp / "export")
+        t_export = time.perf_counter()
+        warnings = sorted({re.sub(r"^\S*site-packages/", "", ln.strip()) for ln in log.splitlines()
+                           if "Warning" in ln or "duplicate" in ln.lower() or "tied weights" in ln})
+        for prec in precisions:
+            t1 = time.perf_counter()
+            name = f"{fam}-optimum-{prec}"
+            rel = PRECISIONS[prec]
+            stage = tmp / "twin" / name
+            stage.mkdir(parents=True)
+            shutil.copy(tmp / "ckpt" / "config.json", stage / "config.json")
+            if prec == "fp32":
+                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(tmp / "export" / "model.onnx", stage / rel)
+            else:
+                quantize_q4(tmp / "export" / "model.onnx", stage / rel)
+            tokens = common.twin_tokens(name, spec["config"]["vocab_size"])
+            model = eager_model(tmp / "ckpt")
+            info = {"export_command": shown, "exporter_messages": warnings,
+                    "seconds": {"checkpoint": round(t_ckpt - t0, 2), "export": round(t_export - t_ckpt, 2)}}
+            if prec == "q4":
+                errs = common.load_dequantized(model, stage / rel)
+                info["quantize"] = ("onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer("
+                                    "model, block_size=32, is_symmetric=True, accuracy_level=None).process()")
+                info["dequantized_weights_loaded"] = len(errs)
+                info["quantization_max_abs"] = max(errs.values()) if errs else 0.0
+            steps, oinfo = common.eager_oracle(model, tokens)
+            common.save_oracle(stage / "oracle.npz", steps)
+            info["eager"] = oinfo
+            c = contract(fam, rel)
+            ort_rows = common.compare_steps(steps, common.ort_teacher_forced(stage / rel, tokens, c))
+            info["ort_cpu_vs_eager"] = ort_rows
+            info["seconds"]["twin"] = round(time.perf_counter() - t1, 2)
+            manifest = {
+                "name": name, "model": spec["model"], "form": FORM, "precision": prec,
+                "exporter": {"name": "optimum-onnx (optimum.exporters.onnx)", "version": versions["optimum-onnx"],
+                             "command": f"python {SCRIPT} {name}", "env": ENV_FILE, "script": SCRIPT},
+                "reconstruction": None,
+                "checkpoint": {"class": spec["class"], "seed": SEED, "transformers": versions["transformers"],
+                               "torch": versions["torch"], "config": spec["config"]},
+                "contract": c, "tokens": tokens,
+                "oracle": {"kind": "torch-eager", "file": "oracle.npz", "dtype": "float32",
+                           "weights": ("the graph's own dequantised weights loaded back into the eager model"
+                                       if prec == "q4" else "the checkpoint's float32 weights")},
+                "build_info": dict(info, versions=versions),
+            }
+            common.write_manifest(stage, manifest)
+            dest = out_root / name
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(stage, dest)
+            made.append({"name": name, "ort_cpu_vs_eager": ort_rows, "eager_top1": oinfo.get("top1"),
+                         "sizes": json.loads((dest / "manifest.json").read_text())["sizes"]})
+    return made
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help=f"twins to build (default: all of {', '.join(TWINS)})")
+    ap.add_argument("--out", default=str(common.TWINS), help="folder the twin folders go into")
+    a = ap.parse_args(argv)
+    names = a.names or list(TWINS)
+    bad = [n for n in names if n not in TWINS]
+    if bad:
+        print(f"{SCRIPT}: unknown twin {', '.join(bad)}; known: {', '.join(TWINS)}", file=sys.stderr)
+        return 2
+    by_fam: dict[str, list[str]] = {}
+    for n in names:
+        fam, prec = TWINS[n]
+        by_fam.setdefault(fam, []).append(prec)
+    for fam, precs in by_fam.items():
+        t = time.perf_counter()
+        for row in build_family(fam, precs, Path(a.out)):
+            print(json.dumps(row))
+        print(f"{fam}: {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
