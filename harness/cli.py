@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +16,14 @@ EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_RUN = 0, 1, 2, 3
 
 class UsageError(Exception):
     """Bad input: one line naming the file or option and the fix."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so that its cleanup (pool, workers, temp files) runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,9 +133,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .report import write_report
-    from .results import read_results
-    from .runner import execute, parse_shard
+    from .runner import parse_shard
 
     names = _backends(args.backends)
     if not names:
@@ -149,7 +157,18 @@ def cmd_run(args) -> int:
         cases = select(cases, args.k, args.m)
     if not cases:
         raise UsageError("no case matches the selection (-k/-m); see `onnx-compat list`")
+    from .results import lock_out_dir
+
     out = Path(args.out)
+    with lock_out_dir(out):  # before looking at results.jsonl: another run may be writing it
+        return _run_locked(args, names, shard, cases, out)
+
+
+def _run_locked(args, names, shard, cases, out: Path) -> int:
+    from .report import write_report
+    from .results import read_results
+    from .runner import execute
+
     results = out / "results.jsonl"
     if results.exists() and not args.resume:
         raise UsageError(f"{results} exists; pass --resume to continue that run, or choose another --out")
@@ -236,14 +255,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .bundle import BundleError
     from .results import ResultsError
 
+    from .results import OutDirBusy
+    from .runner import RunError
+    from .zoo import ZooError
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.cmd](args)
-    except (UsageError, BundleError, ResultsError, FileExistsError) as e:
+    except (UsageError, BundleError, ResultsError, FileExistsError, ZooError) as e:
         print(f"onnx-compat {args.cmd}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("onnx-compat: interrupted; results so far are in results.jsonl (continue with --resume)", file=sys.stderr)
-        return 130
+    except (OutDirBusy, RunError) as e:
+        print(f"onnx-compat {args.cmd}: error: {e}", file=sys.stderr)
+        return EXIT_RUN
+    except OSError as e:
+        print(f"onnx-compat {args.cmd}: error: {_os_error(e)}", file=sys.stderr)
+        return EXIT_RUN
+    except MemoryError:
+        print(f"onnx-compat {args.cmd}: error: out of memory; run fewer --jobs or a smaller selection (-k/-m), "
+              "then --resume", file=sys.stderr)
+        return EXIT_RUN
+    except KeyboardInterrupt as e:
+        print("onnx-compat: " + ("terminated" if isinstance(e, Terminated) else "interrupted")
+              + "; results so far are in results.jsonl (continue with --resume)", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _os_error(e: OSError) -> str:
+    """One line: what could not be read or written, why, and what to do."""
+    what = f"{e.filename}: " if e.filename else ""
+    why = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space (or choose another --out), then continue with --resume"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "choose a directory you can write for --out"
+    else:
+        fix = "check the path and try again"
+    return f"{what}{why}; {fix}"
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@ atomic writes for everything else, so a killed run leaves whole files and resume
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 RECORD_KEYS = ("case_id", "family", "features", "marks", "backend", "backend_version", "status",
                "metrics", "tolerance", "message", "seconds", "repro")
@@ -15,6 +17,42 @@ RECORD_KEYS = ("case_id", "family", "features", "marks", "backend", "backend_ver
 
 class ResultsError(ValueError):
     """A results file that cannot be read as results; the message names the file and line."""
+
+
+class OutDirBusy(RuntimeError):
+    """Another run holds the lock on this --out directory."""
+
+
+LOCK_NAME = ".lock"
+_HELD: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def lock_out_dir(out: str | os.PathLike) -> Iterator[None]:
+    """One run per --out directory: an exclusive flock on DIR/.lock (released by the kernel
+    when the holder dies, so a killed run never leaves a stale lock). Re-entrant in-process."""
+    out = Path(out)
+    key = str(out.resolve())
+    if key in _HELD:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise OutDirBusy(f"{out} is in use by another onnx-compat run (pid {holder}); wait for it to end, "
+                         "or choose another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD[key] = fd
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -53,20 +91,51 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.exists():
         raise ResultsError(f"{path}: no such results file; pass a results.jsonl written by `onnx-compat run`")
     out = []
-    lines = path.read_bytes().split(b"\n")
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot be read ({e.strerror}); pass a readable results.jsonl") from None
     for i, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
         try:
-            rec = json.loads(raw.decode("utf-8", errors="replace"))
-        except json.JSONDecodeError as e:
+            rec = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        except UnicodeDecodeError:
+            if i == len(lines):
+                break  # a kill in the middle of a multi-byte character
+            raise ResultsError(f"{path}:{i}: not UTF-8 text; is this a results.jsonl?") from None
+        except ValueError as e:
             if i == len(lines):
                 break  # the partial tail a killed run leaves
-            raise ResultsError(f"{path}:{i}: not a JSON object ({e.msg}); is this a results.jsonl?") from None
-        if not isinstance(rec, dict) or "case_id" not in rec or "backend" not in rec:
-            raise ResultsError(f"{path}:{i}: a record needs case_id and backend; is this a results.jsonl?")
+            why = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+            raise ResultsError(f"{path}:{i}: not a JSON object ({why}); is this a results.jsonl?") from None
+        _validate(rec, f"{path}:{i}")
         out.append(rec)
     return out
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number; results hold finite numbers or null")
+
+
+def _validate(rec: Any, where: str) -> None:
+    """What `report` and `--resume` rely on; the writer never writes anything else."""
+    from .verdict import ALL_STATUSES
+
+    if not isinstance(rec, dict) or "case_id" not in rec or "backend" not in rec:
+        raise ResultsError(f"{where}: a record needs case_id and backend; is this a results.jsonl?")
+    for key in ("case_id", "backend"):
+        if not isinstance(rec[key], str) or not rec[key]:
+            raise ResultsError(f"{where}: {key} must be a non-empty string; fix or drop that line")
+    status = rec.get("status")
+    if status not in ALL_STATUSES:
+        what = "no status" if status is None else f"unknown status {status!r}"
+        raise ResultsError(f"{where}: {what}; a status is one of {', '.join(ALL_STATUSES)}: fix or drop that line")
+    try:
+        json.dumps(rec, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ResultsError(f"{where}: a string holds a lone UTF-16 surrogate (an escape like \\ud800); "
+                           "fix or drop that line") from None
 
 
 class ResultsWriter:

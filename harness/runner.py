@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from . import backends as backend_registry
-from . import readings, tolerances
+from . import tolerances
 from .backends.base import Backend, Crashed, ModelRef, TimedOut, Unsupported
 from .bundle import write_bundle
 from .case import Built, Case
 from .compare import clean_for_json, judge_steps
-from .results import ResultsWriter
+from . import inflight
+from .results import ResultsWriter, lock_out_dir
 from .verdict import Status
 
 
@@ -37,21 +42,6 @@ def _record(case: Case, backend: Backend, status: Status, metrics: dict | None, 
         "tolerance": tolerances.get(case.tolerance).as_record(), "message": first_line(message),
         "seconds": round(seconds, 4), "repro": None,
     }
-
-
-def _refused(case: Case, backend: Backend, status: Status, message: str, seconds: float,
-             version: str) -> dict[str, Any]:
-    """A refusal (at load or while running) that the operator text requires of this backend is the
-    conformant verdict: `unsupported`, quoting the sentence. Declared on the case (Case.refusals),
-    matched on the backend's execution provider, never on its name."""
-    provider = getattr(getattr(backend, "inner", backend), "provider", None)
-    for rid in getattr(case, "refusals", ()):
-        r = readings.REFUSALS[rid]
-        if r.requires_refusal(provider):
-            return _record(case, backend, Status.UNSUPPORTED, {"required_refusal": rid},
-                           f"refused, as the operator text requires of {provider} ({r.quote}); the backend said: "
-                           f"{message}", seconds, version)
-    return _record(case, backend, status, None, message, seconds, version)
 
 
 def execute_steps(session, built: Built) -> list[dict[str, np.ndarray]]:
@@ -86,18 +76,18 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
     except TimedOut as e:
         return _record(case, backend, Status.TIMEOUT, None, str(e), time.perf_counter() - t0, version)
     except Exception as e:  # noqa: BLE001 - refused at load: the backend's own words
-        return _refused(case, backend, Status.UNSUPPORTED, str(e) or type(e).__name__,
-                        time.perf_counter() - t0, version)
+        return _record(case, backend, Status.UNSUPPORTED, None, str(e) or type(e).__name__,
+                       time.perf_counter() - t0, version)
     try:
         outputs = execute_steps(session, built)
     except Unsupported as e:
-        return _refused(case, backend, Status.UNSUPPORTED, str(e), time.perf_counter() - t0, version)
+        return _record(case, backend, Status.UNSUPPORTED, None, str(e), time.perf_counter() - t0, version)
     except Crashed as e:
         return _record(case, backend, Status.CRASH, None, str(e), time.perf_counter() - t0, version)
     except TimedOut as e:
         return _record(case, backend, Status.TIMEOUT, None, str(e), time.perf_counter() - t0, version)
     except Exception as e:  # noqa: BLE001
-        return _refused(case, backend, Status.ERROR, f"{type(e).__name__}: {e}", time.perf_counter() - t0, version)
+        return _record(case, backend, Status.ERROR, None, f"{type(e).__name__}: {e}", time.perf_counter() - t0, version)
     finally:
         try:
             session.close()
@@ -114,9 +104,8 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
     if not j.passed and built.alternates:
         for reading, expected in built.alternates.items():
             if judge_steps(outputs, expected, built.masks, tol).passed:
-                j.metrics["matches_reading"] = reading  # a reading the text allows: not a mismatch
-                status = Status.AMBIGUOUS
-                message = f"matches another reading the operator text allows ({reading}); against the chosen reading: {message}"
+                j.metrics["matches_reading"] = reading
+                message = f"matches the other reading of the spec ({reading}); against the chosen reading: {message}"
                 break
     return _record(case, backend, status, j.metrics, message, seconds, version)
 
@@ -145,11 +134,25 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
 
 _WORKER_BACKENDS: dict[str, Backend] = {}
 _WORKER_INFO: dict[str, tuple[tuple[bool, str], str]] = {}
+_INFLIGHT: inflight.InFlight | None = None
 
 
-def _init_worker(names: Sequence[str], isolate: bool, timeout: float) -> None:
+def _init_worker(names: Sequence[str], isolate: bool, timeout: float, out_dir: str | None = None,
+                 parent: int | None = None) -> None:
+    """Set up the process that runs cells: the run's own process (jobs 1) or a pool worker
+    (`parent` given: it dies with the run, and closes its backends when the pool ends it)."""
     import warnings
 
+    global _INFLIGHT
+    if parent is not None:
+        from multiprocessing.util import Finalize
+
+        from .backends.worker import die_with_parent
+
+        die_with_parent(parent)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the run's handler, inherited by fork
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle
+        Finalize(None, _close_worker, exitpriority=10)
     # onnx.reference's softmax warns on fully masked rows, which some cases have on purpose
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"onnx\.reference")
     _WORKER_BACKENDS.clear()
@@ -157,10 +160,33 @@ def _init_worker(names: Sequence[str], isolate: bool, timeout: float) -> None:
         b = backend_registry.get(n, isolated=True if isolate else None, timeout=timeout)
         _WORKER_BACKENDS[n] = b
         _WORKER_INFO[n] = (b.available(), b.version())
+    _INFLIGHT = inflight.InFlight(out_dir) if out_dir else None
+
+
+def _close_worker() -> None:
+    global _INFLIGHT
+    for b in _WORKER_BACKENDS.values():
+        try:
+            b.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+    _WORKER_BACKENDS.clear()
+    if _INFLIGHT is not None:
+        _INFLIGHT.close()
+        _INFLIGHT = None
+
+
+def _bundle(case: Case, built: Built, repro_root: str, backend: str) -> str:
+    dest = Path(repro_root) / case.id
+    if not (dest / "case.json").exists():
+        write_bundle(case, built, dest, backend=backend if backend != "reference" else "ort-cpu")
+    return str(dest)
 
 
 def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[dict[str, Any]]:
     records = []
+    if _INFLIGHT is not None:
+        _INFLIGHT.begin(case.id, None)
     try:
         built = case.build()
         model = ModelRef(built.model)
@@ -169,14 +195,24 @@ def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[
     for n in names:
         b = _WORKER_BACKENDS[n]
         avail, version = _WORKER_INFO[n]
+        if _INFLIGHT is not None:
+            _INFLIGHT.begin(case.id, n)
         rec = run_cell(case, b, built, model, avail, version)
         if rec["status"] != Status.PASS.value and repro_root and built is not None and rec["status"] != Status.UNAVAILABLE.value:
-            dest = Path(repro_root) / case.id
-            if not (dest / "case.json").exists():
-                write_bundle(case, built, dest, backend=n if n != "reference" else "ort-cpu")
-            rec["repro"] = str(dest)
+            rec["repro"] = _bundle(case, built, repro_root, n)
         records.append(rec)
     return records
+
+
+def _crash_record(case: Case, name: str, version: str, message: str, repro_root: str) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    rec = _record(case, SimpleNamespace(name=name), Status.CRASH, None, message, 0.0, version)  # type: ignore[arg-type]
+    try:
+        rec["repro"] = _bundle(case, case.build(), repro_root, name)
+    except Exception:  # noqa: BLE001 - the crash is recorded even if its bundle cannot be
+        pass
+    return rec
 
 
 _CASES_BY_GRID: dict[str, dict[str, Case]] = {}
@@ -191,54 +227,161 @@ def _case_by_id(case_id: str, grid: str) -> Case:
 
 
 def _run_case_by_id(case_id: str, grid: str, names: Sequence[str], repro_root: str | None):
-    return _run_case(_case_by_id(case_id, grid), names, repro_root)
+    records = _run_case(_case_by_id(case_id, grid), names, repro_root)
+    if _INFLIGHT is not None:
+        _INFLIGHT.end()
+    return records
+
+
+class RunError(RuntimeError):
+    """The run itself could not go on (not a finding): the CLI's "run could not proceed"."""
 
 
 def execute(cases: Sequence[Case], backend_names: Sequence[str], out_dir: str | os.PathLike, *, resume: bool = False,
             shard: tuple[int, int] | None = None, jobs: int = 1, isolate: bool = False, timeout: float = 120.0,
             grid: str = "quick", progress: bool = True, log=sys.stderr) -> dict[str, Any]:
-    """Run every selected cell, append to out_dir/results.jsonl; returns a summary."""
+    """Run every selected cell, append to out_dir/results.jsonl; returns a summary.
+
+    One run per out_dir (a lock). A cell whose process died of a fatal signal becomes `crash`:
+    in a pool the run goes on at once; in-process (jobs 1) the run dies with it and `--resume`
+    records it and goes on (see harness/inflight.py)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with lock_out_dir(out):
+        return _execute(cases, backend_names, out, resume=resume, shard=shard, jobs=jobs, isolate=isolate,
+                        timeout=timeout, grid=grid, progress=progress, log=log)
+
+
+def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, timeout, grid, progress, log):
     writer = ResultsWriter(out / "results.jsonl", resume=resume)
+    repro_root = str(out / "repro")
+    by_id = {c.id: c for c in cases}
+    versions: dict[str, str] = {}
+
+    def version_of(name: str) -> str:
+        if name not in versions:
+            versions[name] = backend_registry.get(name, isolated=False).version()
+        return versions[name]
+
+    counts: dict[str, int] = {}
+    bar = None
+
+    def emit(rec: dict[str, Any]) -> None:
+        writer.append(rec)
+        counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+        if bar is not None:
+            bar.update(1)
+
+    selected: dict[str, list[str]] = {}
+    for c in cases:
+        selected[c.id] = [n for n in backend_names if shard is None or shard_of(c.id, n, shard[1]) == shard[0]]
+
+    def record_deaths(died: list[inflight.Died]) -> int:
+        """Crash records for the cells whose process died of a fatal signal; returns how many."""
+        n = 0
+        for d in died:
+            if not d.fatal or d.case_id not in by_id:
+                continue
+            for name in selected[d.case_id] if d.backend is None else [d.backend]:
+                if name in selected[d.case_id] and (d.case_id, name) not in writer.done:
+                    emit(_crash_record(by_id[d.case_id], name, version_of(name), inflight.describe(d), repro_root))
+                    n += 1
+        return n
+
+    stale = inflight.collect(out)
+    if resume:
+        n = record_deaths(stale)
+        if n and log:
+            print(f"resuming: {n} cell(s) crashed the previous run; recorded as crash", file=log)
     pending: list[tuple[Case, list[str]]] = []
     total = 0
     for c in cases:
-        names = [n for n in backend_names if shard is None or shard_of(c.id, n, shard[1]) == shard[0]]
-        total += len(names)
-        names = [n for n in names if (c.id, n) not in writer.done]
+        total += len(selected[c.id])
+        names = [n for n in selected[c.id] if (c.id, n) not in writer.done]
         if names:
             pending.append((c, names))
     n_cells = sum(len(n) for _, n in pending)
     skipped = total - n_cells
     if skipped and log:
         print(f"resuming: {skipped} of {total} cells already in {writer.path}", file=log)
-    repro_root = str(out / "repro")
-    counts: dict[str, int] = {}
     from tqdm import tqdm
 
     bar = tqdm(total=n_cells, unit="cell", delay=2.0, disable=not progress, file=log, dynamic_ncols=True)
+    run_tmp = tempfile.mkdtemp(prefix="onnx-compat-run-")
+    old_tempdir, tempfile.tempdir = tempfile.tempdir, run_tmp  # every worker's temp files, removed at the end
     try:
         if jobs <= 1:
-            _init_worker(backend_names, isolate, timeout)
+            _init_worker(backend_names, isolate, timeout, str(out))
             for case, names in pending:
                 bar.set_postfix_str(case.id[-60:], refresh=False)
                 for rec in _run_case(case, names, repro_root):
-                    writer.append(rec)
-                    counts[rec["status"]] = counts.get(rec["status"], 0) + 1
-                    bar.update(1)
+                    emit(rec)
+                if _INFLIGHT is not None:
+                    _INFLIGHT.end()
         else:
-            with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                                     initargs=(list(backend_names), isolate, timeout)) as pool:
-                futures = [pool.submit(_run_case_by_id, c.id, grid, names, repro_root) for c, names in pending]
-                for fut in futures:
-                    for rec in fut.result():
-                        writer.append(rec)
-                        counts[rec["status"]] = counts.get(rec["status"], 0) + 1
-                        bar.update(1)
+            _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, out, writer, emit,
+                      record_deaths)
     finally:
         bar.close()
         writer.close()
-        for b in _WORKER_BACKENDS.values():
-            b.close()
+        _close_worker()
+        tempfile.tempdir = old_tempdir
+        shutil.rmtree(run_tmp, ignore_errors=True)
     return {"cells_run": n_cells, "cells_total": total, "resumed": skipped, "counts": counts}
+
+
+def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, out: Path, writer, emit,
+              record_deaths) -> None:
+    """Cases over a process pool. A worker that dies takes the pool with it (BrokenProcessPool):
+    the cell it died on becomes `crash` (its fatal dump names the signal), and every case not
+    finished runs again in a fresh pool. A death with no fatal dump (killed from outside, out
+    of memory) charges the cells in flight; a cell charged twice is recorded as `crash`."""
+    todo = list(pending)
+    charged: dict[tuple[str, str | None], int] = {}
+    while todo:
+        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                                   initargs=(list(backend_names), isolate, timeout, str(out), os.getpid()))
+        broken: list[tuple[Case, list[str]]] = []
+        try:
+            futures = [(pool.submit(_run_case_by_id, c.id, grid, names, repro_root), c, names) for c, names in todo]
+            for fut, c, names in futures:
+                try:
+                    recs = fut.result()
+                except BrokenProcessPool:
+                    broken.append((c, names))
+                    continue
+                for rec in recs:
+                    emit(rec)
+        except BaseException:
+            _stop_pool(pool)
+            raise
+        if not broken:
+            pool.shutdown(wait=True)  # workers close their backends and markers on the way out
+            return
+        _stop_pool(pool)
+        died = inflight.collect(out)
+        if record_deaths(died) == 0:
+            repeat = []
+            for d in died:
+                key = (d.case_id, d.backend)
+                charged[key] = charged.get(key, 0) + 1
+                if charged[key] >= 2:
+                    d.fatal = "killed twice while running this cell, with no fatal signal recorded (out of memory?)"
+                    repeat.append(d)
+            if not died:
+                raise RunError("a worker process died outside any cell (while starting?); "
+                               "run again with --jobs 1 to see its error")
+            record_deaths(repeat)
+        todo = [(c, left) for c, names in broken
+                if (left := [n for n in names if (c.id, n) not in writer.done])]
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down without waiting for cells in flight (Ctrl-C, SIGTERM, a broken pool):
+    its processes are killed, and their own workers die with them (PR_SET_PDEATHSIG)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    for p in procs:
+        p.join(10)

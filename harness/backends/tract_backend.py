@@ -20,6 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from .base import Backend, ModelRef, Session, Unsupported
+from .worker import _preexec_die_with_parent
 
 _DTYPES = {
     "float32": "f32", "float16": "f16", "float64": "f64", "int64": "i64", "int32": "i32",
@@ -156,7 +157,8 @@ class TractCliSession(Session):
             cmd = [self.exe, str(self.model_path), "-O", "--input-facts-from-bundle", str(fin),
                    "run", "--input-from-bundle", str(fin), "--save-outputs-npz", str(fout)]
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout,
+                                      preexec_fn=_preexec_die_with_parent)
             except subprocess.TimeoutExpired:
                 raise TimedOut(f"tract CLI gave no answer within {self.timeout:g} s") from None
             if proc.returncode != 0:
@@ -178,7 +180,7 @@ class TractCliSession(Session):
 class TractCli(Backend):
     name = "tract-cli"
     description = "a `tract` executable found on PATH (not installable from PyPI)"
-    timeout = 300.0
+    timeout = 120.0  # set from --timeout by backends.get; the process is killed past it
 
     def _exe(self) -> str | None:
         return os.environ.get("ONNX_COMPAT_TRACT_CLI") or shutil.which("tract")

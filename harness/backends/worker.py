@@ -5,19 +5,26 @@ Protocol: one JSON object per line on the worker's stdin / a dedicated pipe back
 travel as .npz files in a private temp dir. The worker's stderr goes to a file whose tail is
 kept in a `crash` verdict. After a crash or a timeout the worker is killed and a fresh one is
 started on the next cell.
+
+The worker starts isolated from the current directory (`python -I`, cwd = its private temp
+dir): a `numpy.py` or `harness/` in the directory a user runs from (an untrusted bundle) is
+never imported. It dies with its parent (PR_SET_PDEATHSIG), and its temp dir goes with it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+import weakref
 from pathlib import Path
 from typing import Mapping
 
@@ -26,6 +33,35 @@ import numpy as np
 from .base import Backend, Crashed, ModelRef, Session, TimedOut, Unsupported
 
 STDERR_TAIL = 20000
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(expected_parent: int | None = None) -> None:
+    """Linux: this process gets SIGKILL when its parent dies (kill -9 included), so no worker
+    outlives the run. If the parent is already gone (`expected_parent` differs), exit now."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if expected_parent is not None and os.getppid() != expected_parent:
+        os._exit(1)
+
+
+def _preexec_die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    die_with_parent()
+
+
+def _import_path() -> list[str]:
+    """Where the worker imports from: the directory holding this `harness` package, then what
+    the user put on PYTHONPATH (made absolute); never the current directory."""
+    here = str(Path(__file__).resolve().parents[2])
+    extra = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return list(dict.fromkeys([here, *extra]))
+
+
+_BOOT = ("import json, os, sys; sys.path[:0] = json.loads(os.environ['ONNX_COMPAT_WORKER_PATH']); "
+         "from harness.backends.worker import _main; _main()")
 
 
 def _signal_name(code: int) -> str:
@@ -44,6 +80,7 @@ class WorkerProcess:
         self.inner = inner
         self.timeout = timeout
         self.dir = Path(tempfile.mkdtemp(prefix=f"onnx-compat-{inner}-"))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.dir), True)
         self.proc: subprocess.Popen | None = None
         self._stderr = None
         self._n = 0
@@ -51,11 +88,12 @@ class WorkerProcess:
     def _start(self) -> None:
         self._stderr = open(self.dir / "stderr.log", "w+b")
         r, w = os.pipe()
-        env = dict(os.environ, ONNX_COMPAT_WORKER_FD=str(w), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, ONNX_COMPAT_WORKER_FD=str(w), ONNX_COMPAT_WORKER_PATH=json.dumps(_import_path()),
+                   ONNX_COMPAT_WORKER_PARENT=str(os.getpid()), ONNX_COMPAT_WORKER_TIMEOUT=repr(self.timeout))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.backends.worker", self.inner],
+            [sys.executable, "-I", "-u", "-c", _BOOT, self.inner],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
-            pass_fds=(w,), env=env, cwd=os.getcwd(),
+            pass_fds=(w,), env=env, cwd=self.dir,
         )
         os.close(w)
         self._reply = os.fdopen(r, "rb")
@@ -112,6 +150,7 @@ class WorkerProcess:
 
     def close(self) -> None:
         self.kill()
+        self._cleanup()
 
 
 def _panic_first(tail: str) -> str:
@@ -171,7 +210,7 @@ class IsolatedBackend(Backend):
     def prepare(self, model: ModelRef) -> Session:
         if self._worker is None:
             self._worker = WorkerProcess(self.inner.name, self.timeout)
-        reply = self._worker.request({"op": "prepare", "model": str(model.path)})
+        reply = self._worker.request({"op": "prepare", "model": str(Path(model.path).resolve())})
         if not reply.get("ok"):
             kind = reply.get("kind")
             raise Unsupported(reply.get("message", "")) if kind in ("unsupported", "error") else RuntimeError(reply.get("message"))
@@ -183,12 +222,12 @@ class IsolatedBackend(Backend):
             self._worker = None
 
 
-def _serve(name: str) -> None:  # pragma: no cover - runs in the child
+def _serve(name: str, timeout: float = 120.0) -> None:  # pragma: no cover - runs in the child
     from . import get
     from .base import Unsupported as _Unsupported
 
     out = os.fdopen(int(os.environ["ONNX_COMPAT_WORKER_FD"]), "w")
-    backend = get(name, isolated=False)
+    backend = get(name, isolated=False, timeout=timeout)
     session: Session | None = None
 
     def reply(**kw):
@@ -233,5 +272,7 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if not isinstance(e, RuntimeError) else text
 
 
-if __name__ == "__main__":  # pragma: no cover
-    _serve(sys.argv[1])
+def _main() -> None:  # pragma: no cover - the worker's entry point (see _BOOT)
+    parent = os.environ.get("ONNX_COMPAT_WORKER_PARENT")
+    die_with_parent(int(parent) if parent else None)
+    _serve(sys.argv[1], float(os.environ.get("ONNX_COMPAT_WORKER_TIMEOUT", "120")))
