@@ -2,11 +2,17 @@
 
 Without expected.npz the reference backend is the oracle (and so is not a column of its own).
 A bare model gets seeded random inputs from its graph input types; symbolic dimensions are
-set to 1 (printed), as Polygraphy does.
+set to 1 (printed), as Polygraphy does; inputs over MAX_RANDOM_FEED_BYTES are refused.
+
+With --out, each cell is appended to DIR/results.jsonl as it ends (as `run` does). Checking the
+same model (same case id) into the same DIR again replaces its earlier cells, and says so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -19,11 +25,15 @@ from .backends.base import ModelRef
 from .bundle import Bundle, BundleError, check_feeds_match, load_bundle
 from .case import Built, Case, seed_for
 
+#: random feeds for a bare model: a model that declares more than this is refused, not allocated
+MAX_RANDOM_FEED_BYTES = 1 << 30
+
 
 def _random_feeds(model: onnx.ModelProto, path: Path) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed_for(str(path.name)))
     init = {i.name for i in model.graph.initializer}
     feeds = {}
+    total = 0
     for vi in model.graph.input:
         if vi.name in init:
             continue
@@ -36,6 +46,12 @@ def _random_feeds(model: onnx.ModelProto, path: Path) -> dict[str, np.ndarray]:
                 shape.append(1)
                 print(f"check: {path}: input {vi.name!r} dim {d.dim_param or '?'} set to 1", file=sys.stderr)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        nbytes = math.prod(shape) * dtype.itemsize
+        total += nbytes
+        if total > MAX_RANDOM_FEED_BYTES:
+            raise BundleError(f"{path}: input {vi.name!r} of shape {shape} needs {nbytes / 2**30:.3g} GiB of random "
+                              f"feeds (limit {MAX_RANDOM_FEED_BYTES / 2**30:g} GiB for all inputs); pass a bundle "
+                              "directory with inputs.npz of the sizes you mean")
         if dtype.kind == "f":
             feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind in "iu":
@@ -61,6 +77,47 @@ def _load(path: Path) -> Bundle:
 def _default_profile(expected: list[dict[str, np.ndarray]]) -> str:
     low = any(np.asarray(v).dtype.name in ("float16", "bfloat16") for s in expected for v in s.values())
     return "fp16-attention" if low else "fp32-attention"
+
+
+def _fmt(x) -> str:
+    """A metric for the table: none (the cell did not run to a comparison), or 3 digits;
+    clean_for_json has already turned NaN/Inf into strings."""
+    if x is None:
+        return "-"
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return f"{x:.3g}"
+    return str(x)
+
+
+def _check_id(path: Path, meta: dict) -> str:
+    """The bundle's case id, else one from the model's bytes: the same model checked twice gets
+    the same id (and replaces its cells), two models with the same file name do not collide."""
+    if meta.get("case_id"):
+        return meta["case_id"]
+    model_file = path if path.is_file() else path / "model.onnx"
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:10]
+    return f"check/{path.name}-{digest}"
+
+
+def _drop_earlier(results: Path, case_id: str) -> int:
+    """Remove an earlier check's cells of `case_id` from results.jsonl (atomically); their count."""
+    from .results import atomic_write_bytes
+
+    if not results.exists():
+        return 0
+    kept, dropped = [], 0
+    for raw in results.read_bytes().splitlines(keepends=True):
+        try:
+            same = json.loads(raw).get("case_id") == case_id
+        except (ValueError, AttributeError):
+            same = False
+        if same:
+            dropped += 1
+        else:
+            kept.append(raw if raw.endswith(b"\n") else raw + b"\n")
+    if dropped:
+        atomic_write_bytes(results, b"".join(kept))
+    return dropped
 
 
 def check(path_str: str, names: list[str], out: str | None = None, tolerance: str | None = None,
@@ -96,33 +153,42 @@ def check(path_str: str, names: list[str], out: str | None = None, tolerance: st
         raise BundleError(f"--tolerance: {e.args[0]}") from None
     built = Built(model, bundle.feeds, expected, bundle.masks, bundle.carry, oracle=oracle)
     meta = bundle.meta
-    case = Case(meta.get("case_id", f"check/{path.name}"), meta.get("family", "check"), meta.get("features", {}),
+    case = Case(_check_id(path, meta), meta.get("family", "check"), meta.get("features", {}),
                 tuple(meta.get("marks", ())), profile, lambda _rng: built)
     records = []
-    print(f"check {path}  oracle: {oracle}  tolerance: {profile}")
-    print(f"{'backend':<14} {'status':<12} {'max|Δ|':>10} {'NMSE':>10}  message")
-    for n in names:
-        b = registry.get(n, timeout=timeout)
-        try:
-            rec = run_cell(case, b, built, ref)
-        finally:
-            b.close()
-        records.append(rec)
-        m = rec["metrics"] or {}
-        ma = m.get("max_abs")
-        nm = m.get("nmse")
-        msg = (rec["message"] or "").splitlines()[0][:110] if rec["message"] else ""
-        print(f"{n:<14} {rec['status']:<12} {ma if ma is None else f'{ma:.3g}':>10} {nm if nm is None else f'{nm:.3g}':>10}  {msg}")
+    writer = None
     if out:
-        from .report import write_report
         from .results import ResultsWriter
 
-        with ResultsWriter(Path(out) / "results.jsonl", resume=True) as w:
-            for r in records:
-                if (r["case_id"], r["backend"]) not in w.done:
-                    w.append(r)
+        results = Path(out) / "results.jsonl"
+        dropped = _drop_earlier(results, case.id)
+        if dropped:
+            print(f"check: {results} held {dropped} cell(s) of {case.id} from an earlier check; replacing them")
+        writer = ResultsWriter(results, resume=True)
+    print(f"check {path}  oracle: {oracle}  tolerance: {profile}")
+    print(f"{'backend':<14} {'status':<12} {'max|Δ|':>10} {'NMSE':>10}  message")
+    try:
+        for n in names:
+            b = registry.get(n, timeout=timeout)
+            try:
+                rec = run_cell(case, b, built, ref)
+            finally:
+                b.close()
+            records.append(rec)
+            if writer:
+                writer.append(rec)  # as the cell ends, like `run`
+            m = rec["metrics"] or {}
+            msg = (rec["message"] or "").splitlines()[0][:110] if rec["message"] else ""
+            print(f"{n:<14} {rec['status']:<12} {_fmt(m.get('max_abs')):>10} {_fmt(m.get('nmse')):>10}  {msg}",
+                  flush=True)
+    finally:
+        if writer:
+            writer.close()
+    if out:
+        from .report import write_report
         from .results import read_results
 
         write_report(read_results(Path(out) / "results.jsonl"), out)
+        print(f"check: {len(records)} cell(s) -> {Path(out) / 'results.jsonl'}, {Path(out) / 'report.html'}")
     bad = [r for r in records if r["status"] != "pass"]
     return 1 if bad else 0
