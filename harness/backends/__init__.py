@@ -23,7 +23,7 @@ def _extra() -> dict[str, Callable[[], Backend]]:
 
 
 def _registry() -> dict[str, Callable[[], Backend]]:
-    from . import ort, ort_js, reference, tract_backend
+    from . import ort, ort_genai, ort_js, reference, tract_backend
 
     builtin: dict[str, Callable[[], Backend]] = {
         "reference": reference.Reference,
@@ -35,6 +35,7 @@ def _registry() -> dict[str, Callable[[], Backend]]:
         "ort-node": ort_js.OrtNode,
         "ort-web": ort_js.OrtWeb,
         "ort-web-chromium": ort_js.OrtWebChromium,
+        "ort-genai": ort_genai.OrtGenai,
     }
     extra = _extra()
     clash = set(extra) & set(builtin)
