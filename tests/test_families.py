@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_module_under_cases_is_a_discovered_family():
-    on_disk = sorted(p.stem for p in (ROOT / "cases").glob("*.py") if not p.name.startswith("_"))
+    on_disk = sorted([p.stem for p in (ROOT / "cases").glob("*.py") if not p.name.startswith("_")]
+                     + [p.parent.name for p in (ROOT / "cases").glob("*/__init__.py")])
     assert registry.module_names() == on_disk
     listed = {c.family for c in registry.load_cases("quick")}
     for fm in families.discover():

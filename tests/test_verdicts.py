@@ -127,7 +127,7 @@ def test_pytest_passes_an_ambiguous_cell_with_a_warning():
     """Item 3 (conftest): ORT CPU's local_window_size=0 cells ran and match a reading the text
     allows: the items pass and the warnings summary names the reading."""
     pytest.importorskip("onnxruntime")
-    p = subprocess.run([sys.executable, "-m", "pytest", "cases/gqa.py", "-k", "prefill-win0-b1-edge1", "--backend",
+    p = subprocess.run([sys.executable, "-m", "pytest", "cases/gqa", "-k", "prefill-win0-b1-edge1", "--backend",
                         "ort-cpu", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-W", "always"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-2000:]
