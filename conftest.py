@@ -50,11 +50,14 @@ def _selected_backends(config) -> list[str]:
 
 
 def pytest_collect_file(file_path: Path, parent):
-    if file_path.suffix == ".py" and file_path.parent == HERE / "cases":
+    # a family is cases/<name>.py or a package cases/<name>/__init__.py
+    name = file_path.stem if file_path.parent == HERE / "cases" else (
+        file_path.parent.name if file_path.name == "__init__.py" and file_path.parent.parent == HERE / "cases" else None)
+    if file_path.suffix == ".py" and name:
         from harness.registry import module_names  # the discovery `run` and `list` use
 
-        if file_path.stem in module_names():
-            return CaseFamily.from_parent(parent, path=file_path)
+        if name in module_names():
+            return CaseFamily.from_parent(parent, path=file_path, name=name)
     return None
 
 
@@ -73,7 +76,7 @@ class CaseFamily(pytest.File):
         except SelectionError as e:
             raise pytest.UsageError(str(e)) from None
         names = _selected_backends(self.config)
-        for case in family_cases(self.path.stem, grid):
+        for case in family_cases(self.name, grid):
             for b in names:
                 item = CaseItem.from_parent(self, name=f"{case.id}[{b}]", case=case, backend_name=b)
                 for m in case.marks:
