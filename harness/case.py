@@ -37,6 +37,10 @@ class Built:
     #: that says what the reading is. A backend that fails the chosen reading but matches
     #: another gets that reading named in its cell (still a mismatch: the report shows it).
     alternates: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
+    #: a second kind of case (a zoo model): an object whose `prepare(backend.prepare)` gives a
+    #: session-like object with `run_steps()` and `close()`, and whose `judge(outputs, tol)`
+    #: gives the Judgement; None runs `feeds`/`carry` on one session (runner.execute_steps)
+    driver: Any = None
 
     def __post_init__(self) -> None:
         if len(self.feeds) != len(self.expected):

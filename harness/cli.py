@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     selection(r)
     r.add_argument("--backends", metavar="a,b", help="comma-separated backends (default: every available one)")
     r.add_argument("--zoo", choices=["twins", "hub", "none"], default="twins", help="zoo models to include (default twins)")
+    r.add_argument("--oracle", default="ort-cpu-noopt", metavar="BACKEND",
+                   help="backend that judges --zoo hub models, which have no eager oracle (default ort-cpu-noopt)")
     r.add_argument("--out", default="out", metavar="DIR", help="output directory (default ./out)")
     r.add_argument("--resume", action="store_true", help="continue DIR/results.jsonl, skipping finished cells")
     r.add_argument("--shard", metavar="I/N", help="run only shard I of N (deterministic partition of cells)")
@@ -72,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="DIR", help="also write results.jsonl, matrix and report here")
     c.add_argument("--tolerance", metavar="PROFILE", help="tolerance profile when the bundle has no case.json")
     c.add_argument("--timeout", type=float, default=120.0, metavar="S")
+
+    tw = sub.add_parser("twins", help="zoo twins: list them, or rebuild them with the real exporters")
+    tws = tw.add_subparsers(dest="twins_cmd", required=True, metavar="list|build")
+    tws.add_parser("list", help="each twin: form, precision, cache kind, size, exporter and version")
+    twb = tws.add_parser("build", help="rebuild twins (all, or NAME) in their exporter environments under .zoo-envs/")
+    twb.add_argument("name", nargs="?", metavar="NAME")
 
     be = sub.add_parser("bench", help="time per cell of each backend, as ratios to one baseline, side by side")
     selection(be)
@@ -144,17 +152,13 @@ def cmd_run(args) -> int:
         raise UsageError(str(e)) from None
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: use 1 or more")
-    cases = _select(args)
-    if args.zoo != "none":
-        from .zoo import zoo_cases
-
-        try:
-            cases += [c for c in zoo_cases(args.zoo) if c.id not in {x.id for x in cases}]
-        except FileNotFoundError as e:
-            raise UsageError(str(e)) from None
-        from .registry import select
-
-        cases = select(cases, args.k, args.m)
+    _backends(args.oracle)
+    # cases/zoo.py yields this run's zoo set, here and in --jobs workers (they inherit the environment)
+    os.environ["ONNX_COMPAT_ZOO_MODE"], os.environ["ONNX_COMPAT_ZOO_ORACLE"] = args.zoo, args.oracle
+    try:
+        cases = _select(args)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
     if not cases:
         raise UsageError("no case matches the selection (-k/-m); see `onnx-compat list`")
     from .results import lock_out_dir
@@ -246,8 +250,14 @@ def cmd_bench(args) -> int:
     return bench(_select(args), names, baseline=args.baseline, repeat=args.repeat, as_json=args.json)
 
 
+def cmd_twins(args) -> int:
+    from .zoo.build import cmd_twins as run
+
+    return run(args)
+
+
 COMMANDS = {"backends": cmd_backends, "list": cmd_list, "run": cmd_run, "export": cmd_export,
-            "report": cmd_report, "check": cmd_check, "bench": cmd_bench}
+            "report": cmd_report, "check": cmd_check, "bench": cmd_bench, "twins": cmd_twins}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -64,13 +64,14 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
         return _record(case, backend, Status.UNAVAILABLE, None, why, 0.0, version)
     try:
         built = built or case.build()
-    except Exception:  # noqa: BLE001 - a broken case is the harness's error, shown as such
-        return _record(case, backend, Status.ERROR, None, "onnx-compat could not build this case:\n"
-                       + traceback.format_exc(limit=4), time.perf_counter() - t0, version)
+    except Exception as e:  # noqa: BLE001 - a broken case is the harness's error, shown as such
+        why = str(e) if getattr(e, "user_facing", False) else traceback.format_exc(limit=4)  # a bad input file: its one line
+        return _record(case, backend, Status.ERROR, None, "onnx-compat could not build this case:\n" + why,
+                       time.perf_counter() - t0, version)
     model = model or ModelRef(built.model)
     tol = tolerances.get(case.tolerance)
     try:
-        session = backend.prepare(model)
+        session = built.driver.prepare(backend.prepare) if built.driver else backend.prepare(model)
     except Crashed as e:
         return _record(case, backend, Status.CRASH, None, str(e), time.perf_counter() - t0, version)
     except TimedOut as e:
@@ -79,7 +80,7 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
         return _record(case, backend, Status.UNSUPPORTED, None, str(e) or type(e).__name__,
                        time.perf_counter() - t0, version)
     try:
-        outputs = execute_steps(session, built)
+        outputs = session.run_steps() if built.driver else execute_steps(session, built)
     except Unsupported as e:
         return _record(case, backend, Status.UNSUPPORTED, None, str(e), time.perf_counter() - t0, version)
     except Crashed as e:
@@ -95,7 +96,8 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
             pass
     seconds = time.perf_counter() - t0
     try:
-        j = judge_steps(outputs, built.expected, built.masks, tol)
+        j = (built.driver.judge(outputs, tol) if built.driver
+             else judge_steps(outputs, built.expected, built.masks, tol))
     except Exception:  # noqa: BLE001
         return _record(case, backend, Status.ERROR, None, "onnx-compat could not compare the outputs:\n"
                        + traceback.format_exc(limit=3), seconds, version)

@@ -91,6 +91,22 @@ PROFILES: dict[str, Tolerance] = {
         _p("bf16-attention", 1e-2, 5e-2, 1e-4,
            "bfloat16 attention: 8-bit mantissa (eps 7.8e-3); ORT's own bf16 tests use rtol "
            "5e-2, atol 1e-2."),
+        _p("fp32-logits", 1e-4, 1e-3, 1e-8,
+           "Zoo logits, float32 activations, against PyTorch eager float32 on the same weights (a "
+           "quantised twin's own dequantised weights, so quantisation is not counted): both sides "
+           "round in float32 over a few layers of K <= ~512 dot products, norms and softmax, in "
+           "different orders and with different fast exp/tanh, so logits O(1-10) agree to ~1e-6 "
+           "relative. rtol 1e-3 / NMSE 1e-8 leave >100x margin and still flag a wrong cache row, "
+           "position or rotary (NMSE > 1e-3)."),
+        _p("int8act-logits", 0.1, 0.1, 1e-2,
+           "Zoo logits of a graph with MatMulNBits accuracy_level=4: the schema lets every such "
+           "matmul quantise its activations to int8 per block (up to 1e-3 NMSE each: see "
+           "int8act-blockq-matmul), and a twin chains up to ~30 of them along the residual stream, "
+           "so errors add up to ~1e-2 NMSE; a wrong cache, position or weight gives NMSE ~1."),
+        _p("fp16-logits", 0.05, 0.05, 1e-4,
+           "Zoo logits of a float16 graph (q4f16, fp16; float32 I/O) against float32 eager: every "
+           "intermediate is rounded to float16 (eps 9.8e-4), ~20 roundings along the residual "
+           "stream give ~2e-3 relative RMS (NMSE ~5e-6); 1e-4 leaves 20x margin."),
         _p("onnx-node", 1e-7, 1e-3, 1.0,
            "ONNX's own node test cases, judged with the suite's own bounds (onnx.backend.test "
            "expect(): rtol 1e-3, atol 1e-7), so a cell means what the ONNX scoreboard means. "
