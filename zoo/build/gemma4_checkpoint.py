@@ -74,8 +74,21 @@ def make_model():
     return model
 
 
-def save_checkpoint(model, out_dir) -> None:
+def save_checkpoint(model, out_dir, tokenizer: bool = False) -> None:
     model.save_pretrained(str(out_dir), safe_serialization=True)
+    if tokenizer:
+        tiny_tokenizer(out_dir, CONFIG["vocab_size"])
+
+
+def tiny_tokenizer(out_dir, vocab: int) -> None:
+    """A word-level tokenizer over ids t0..t{vocab-1} (as zoo/build/genai_twin.py makes): mobius
+    copies tokenizer files next to genai_config.json. The twins are driven by token ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", pad_token="t0", eos_token="t1",
+                            bos_token="t2").save_pretrained(str(out_dir))
 
 
 def load_checkpoint(ckpt_dir):
