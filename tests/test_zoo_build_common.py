@@ -126,3 +126,26 @@ def test_builder_targets_split_and_fuse():
         ("model.layers.1.mlp.down_proj.weight", 0, None)]
     assert common.builder_targets("/lm_head/MatMul_Q4", params) == [("lm_head.weight", 0, None)]
     assert common.builder_targets("/model/layers.1/attn/GroupQueryAttention", params) == []
+
+
+def test_gather_block_quantized_data_through_reshape(tmp_path):
+    """The builder's shared embedding feeds GatherBlockQuantized a Reshape of lm_head's packed
+    MatMulNBits weight, not an initializer: the weights must still be found."""
+    rng = np.random.default_rng(3)
+    rows, cols, block = 8, 64, 32
+    packed = rng.integers(0, 256, size=(rows, cols // block, block // 2)).astype(np.uint8)
+    scales = rng.uniform(0.01, 0.1, size=(rows, cols // block)).astype(np.float32)
+    inits = [numpy_helper.from_array(packed, "w_q4"), numpy_helper.from_array(scales, "w_scales"),
+             numpy_helper.from_array(np.array([rows, cols // 2], np.int64), "shape")]
+    nodes = [helper.make_node("Reshape", ["w_q4", "shape"], ["w2d"], name="/model/embed_tokens/Reshape"),
+             helper.make_node("GatherBlockQuantized", ["w2d", "ids", "w_scales"], ["emb"], domain="com.microsoft",
+                              name="/model/embed_tokens/GatherBlockQuantized", bits=4, block_size=block,
+                              gather_axis=0, quantize_axis=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
+                          [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14), helper.make_opsetid("com.microsoft", 1)]),
+              tmp_path / "m.onnx")
+    op, table = common.quantized_weights(tmp_path / "m.onnx")["/model/embed_tokens/GatherBlockQuantized"]
+    assert op == "GatherBlockQuantized" and table.shape == (rows, cols)
+    want = refquant.gbq_dequantize(packed.reshape(rows, cols // 2), scales, None, 4, block, 1)
+    np.testing.assert_allclose(table, want, rtol=1e-6, atol=0)

@@ -203,15 +203,32 @@ def _unpack(packed: np.ndarray, bits: int) -> np.ndarray:
     return np.stack([(p >> (bits * j)) & mask for j in range(per)], axis=-1).reshape(*p.shape[:-1], -1)
 
 
-def _initializers(model_proto, base_dir) -> dict:
+def _initializers(model_proto) -> dict:
     from onnx import numpy_helper
-    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
-    out = {}
-    for t in model_proto.graph.initializer:
-        if uses_external_data(t):
-            load_external_data_for_tensor(t, str(base_dir))
-        out[t.name] = numpy_helper.to_array(t)
-    return out
+    return {t.name: numpy_helper.to_array(t) for t in model_proto.graph.initializer}
+
+
+def _constants(model_proto, inits: dict) -> dict:
+    """Initializers plus what Constant / Identity / Reshape / Cast nodes make of them (the
+    builder's shared embedding feeds GatherBlockQuantized a Reshape of lm_head's packed weight)."""
+    from onnx import helper, numpy_helper
+    vals = dict(inits)
+    for n in model_proto.graph.node:
+        if n.op_type == "Constant":
+            a = n.attribute[0]
+            vals[n.output[0]] = numpy_helper.to_array(a.t) if a.name == "value" else np.asarray(
+                helper.get_attribute_value(a))
+        elif n.op_type == "Identity" and n.input[0] in vals:
+            vals[n.output[0]] = vals[n.input[0]]
+        elif n.op_type == "Reshape" and n.input[0] in vals and n.input[1] in vals:
+            shape = [int(d) for d in vals[n.input[1]]]
+            src = vals[n.input[0]]
+            shape = [src.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+            vals[n.output[0]] = src.reshape(shape)
+        elif n.op_type == "Cast" and n.input[0] in vals:
+            to = [a.i for a in n.attribute if a.name == "to"][0]
+            vals[n.output[0]] = vals[n.input[0]].astype(helper.tensor_dtype_to_np_dtype(to))
+    return vals
 
 
 def dequantize_matmulnbits(attrs: dict, b, scales, zero_points=None) -> np.ndarray:
@@ -256,8 +273,8 @@ def quantized_weights(onnx_path) -> dict:
     GatherBlockQuantized its (rows, cols) table."""
     import onnx
     path = Path(onnx_path)
-    m = onnx.load(str(path), load_external_data=False)
-    inits = _initializers(m, path.parent)
+    m = onnx.load(str(path))  # external data too: twins are small
+    inits = _constants(m, _initializers(m))
     out = {}
     for n in m.graph.node:
         if n.op_type not in ("MatMulNBits", "GatherBlockQuantized"):
@@ -358,13 +375,17 @@ def ort_teacher_forced(onnx_path, tokens: dict, contract: dict) -> dict:
     seq = token_sequence(tokens)
     s = len(tokens["prompt"][0])
     mode = kv["cache"]
-    L = kv.get("max_length") or kv.get("window") or 0
+    windowed = set(kv.get("window_layers") or [])
     past = {}
     for i in range(kv["count"]):
+        if mode == "sliding_window" and i in windowed:
+            length = kv["window"]
+        elif mode in ("shared_buffer", "sliding_window"):
+            length = kv["max_length"]
+        else:
+            length = 0
         for which in ("key", "value"):
-            n = kv["past"].format(i=i, kv=which)
-            length = L if mode in ("shared_buffer", "sliding_window") else 0
-            past[n] = np.zeros((1, kv["heads"], length, hd), np.float32)
+            past[kv["past"].format(i=i, kv=which)] = np.zeros((1, kv["heads"], length, hd), np.float32)
     steps, pos = {}, 0
     chunks = [seq[:s]] + [[t] for t in seq[s:]]
     for k, chunk in enumerate(chunks):

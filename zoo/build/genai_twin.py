@@ -1,0 +1,251 @@
+"""Build the ORT-GenAI model-builder twins (issue 12): Gemma-3 in the April-2025 form (RoPE
+outside GQA, position_ids) and the current form (do_rotary=1, windowed cache, quantised
+embedding), and Phi-3 mini int4 (packed QKV, do_rotary=1, shared buffer).
+
+Run inside the twin's exporter environment (zoo/envs/<env>.txt, created under .zoo-envs/<env>/):
+
+    .zoo-envs/genai-0.18.0/bin/python zoo/build/genai_twin.py gemma3-genai-current-q4
+
+It writes a tiny random-weight checkpoint to a temporary folder (never committed), runs the
+real builder on it offline (`python -m onnxruntime_genai.models.builder -i ckpt -o out ...`),
+copies the graph, its external data and genai_config.json into zoo/twins/<name>/, computes the
+teacher-forced eager oracle (quantised twins: the graph's own dequantised weights loaded back),
+checks the graph on onnxruntime CPU against it and writes the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+SEED = 0
+GEMMA3 = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+              num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32, sliding_window=8,
+              max_position_embeddings=128, rms_norm_eps=1e-6, initializer_range=0.2,
+              pad_token_id=0, eos_token_id=1, bos_token_id=2)
+PHI3 = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
+            num_key_value_heads=2, max_position_embeddings=128, original_max_position_embeddings=128,
+            rope_theta=10000.0, sliding_window=16, rms_norm_eps=1e-5, hidden_act="silu", initializer_range=0.2,
+            tie_word_embeddings=False, pad_token_id=0, eos_token_id=2, bos_token_id=1)
+PHI3_HUB_DIR = "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"
+PHI3_FILE = "phi3-mini-4k-instruct-cpu-int4-rtn-block-32-acc-level-4.onnx"
+
+SPECS = {
+    "gemma3-genai-2025-04-fp32": dict(arch="gemma3", env="genai-0.7.1", builder="0.7.1", precision="fp32",
+                                      extra={}, form="ortgenai-gqa-separate-rotary", model="gemma3-1b-gqa"),
+    "gemma3-genai-2025-04-q4": dict(arch="gemma3", env="genai-0.7.1", builder="0.7.1", precision="int4",
+                                    extra={}, form="ortgenai-gqa-separate-rotary", model="gemma3-1b-gqa"),
+    "gemma3-genai-current-fp32": dict(arch="gemma3", env="genai-0.18.0", builder="0.18.0", precision="fp32",
+                                      extra={}, form="ortgenai-gqa-fused-rotary-windowed", model="gemma3-1b-gqa"),
+    "gemma3-genai-current-q4": dict(arch="gemma3", env="genai-0.18.0", builder="0.18.0", precision="int4",
+                                    extra={"shared_embeddings": "true"}, form="ortgenai-gqa-fused-rotary-windowed",
+                                    model="gemma3-1b-gqa"),
+    "phi3-genai-q4": dict(arch="phi3", env="genai-0.3.0", builder="0.3.0", precision="int4",
+                          extra={"int4_block_size": "32", "int4_accuracy_level": "4", "filename": PHI3_FILE},
+                          subdir=PHI3_HUB_DIR, form="ortgenai-gqa-fused-rotary", model="phi3-mini-4k-genai-cpu-int4"),
+    "phi3-genai-current-q4": dict(arch="phi3", env="genai-0.18.0", builder="0.18.0", precision="int4",
+                                  extra={"int4_block_size": "32", "accuracy_level": "4", "filename": PHI3_FILE},
+                                  subdir=PHI3_HUB_DIR, form="ortgenai-gqa-fused-rotary",
+                                  model="phi3-mini-4k-genai-cpu-int4"),
+}
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def make_checkpoint(spec: dict, ckpt: Path) -> dict:
+    """A seeded random-weight checkpoint saved with this environment's transformers."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(SEED)
+    if spec["arch"] == "gemma3":
+        kw = dict(GEMMA3)
+        if int(transformers.__version__.split(".")[0]) < 5:  # 4.5x: flat rope fields, a layer pattern
+            kw.update(rope_theta=1e6, rope_local_base_freq=1e4, sliding_window_pattern=6)
+        cfg = transformers.Gemma3TextConfig(**kw)
+        cfg.architectures = ["Gemma3ForCausalLM"]
+    else:
+        cfg = transformers.Phi3Config(**PHI3)
+        cfg.architectures = ["Phi3ForCausalLM"]
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").float()
+    model.save_pretrained(ckpt, safe_serialization=True)
+    _tiny_tokenizer(ckpt, cfg.vocab_size)
+    return {"class": type(model).__name__, "seed": SEED, "transformers": transformers.__version__,
+            "torch": torch.__version__.split("+")[0]}
+
+
+def _tiny_tokenizer(ckpt: Path, vocab: int) -> None:
+    """A word-level tokenizer over ids t0..t{vocab-1}: the builder saves tokenizer files and
+    some versions refuse a folder without one. The twins are driven by token ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", pad_token="t0", eos_token="t1",
+                            bos_token="t2").save_pretrained(ckpt)
+
+
+def builder_command(spec: dict) -> list[str]:
+    """The builder's own CLI, as run (checkpoint `ckpt`, output `out`, cache `cache`)."""
+    cmd = ["-m", "onnxruntime_genai.models.builder"]
+    if spec["arch"] == "gemma3" and spec["builder"] == "0.18.0":
+        cmd = ["zoo/build/genai_flat_config.py"]  # transformers-5 Gemma-3 config flattened for it
+    cmd += ["-i", "ckpt", "-o", "out", "-p", spec["precision"], "-e", "cpu", "-c", "cache"]
+    if spec["extra"]:
+        cmd += ["--extra_options"] + [f"{k}={v}" for k, v in spec["extra"].items()]
+    return cmd
+
+
+def run_builder(spec: dict, work: Path) -> tuple[str, float, str]:
+    args = builder_command(spec)
+    real = [sys.executable] + [str(common.REPO / a) if a.endswith(".py") else a for a in args]
+    t0 = time.monotonic()
+    proc = subprocess.run(real, cwd=work, capture_output=True, text=True)
+    dt = time.monotonic() - t0
+    log = proc.stdout + proc.stderr
+    (work / "builder.log").write_text(log)
+    if proc.returncode != 0:
+        raise SystemExit(f"builder failed ({proc.returncode}); log: {work / 'builder.log'}\n" + log[-3000:])
+    return "python " + " ".join(args), dt, log
+
+
+def install(spec: dict, name: str, work: Path) -> tuple[Path, str]:
+    """Copy what the twin needs (graph, external data, genai_config.json, config.json)."""
+    twin = common.TWINS / name
+    if twin.exists():
+        shutil.rmtree(twin)
+    dest = twin / spec.get("subdir", "") if spec.get("subdir") else twin
+    dest.mkdir(parents=True)
+    out = work / "out"
+    onnx_name = spec["extra"].get("filename", "model.onnx")
+    for f in sorted(out.iterdir()):
+        if f.name == onnx_name or f.name.startswith(onnx_name + ".") or f.name == "genai_config.json":
+            shutil.copy2(f, dest / f.name)
+    shutil.copy2(work / "ckpt" / "config.json", twin / "config.json")
+    rel = (dest / onnx_name).relative_to(twin).as_posix()
+    return twin, rel
+
+
+def contract(spec: dict, twin: Path, decoder: str, summary: dict) -> tuple[dict, dict]:
+    gc = json.loads((twin / Path(decoder).parent / "genai_config.json").read_text())
+    dec = gc["model"]["decoder"]
+    names = {i["name"] for i in summary["inputs"]}
+    share = bool(gc["search"].get("past_present_share_buffer"))
+    window = dec.get("sliding_window") or {}
+    windowed = any(a["attrs"].get("sliding_window_cache") for a in summary["attention"])
+    kv = {"past": dec["inputs"]["past_key_names"].replace("%d", "{i}").replace(".key", ".{kv}"),
+          "present": dec["outputs"]["present_key_names"].replace("%d", "{i}").replace(".key", ".{kv}"),
+          "count": dec["num_hidden_layers"], "layout": "BNSH", "heads": dec["num_key_value_heads"],
+          "head_dim": dec["head_size"], "dtype": "float32",
+          "cache": "sliding_window" if windowed else ("shared_buffer" if share else "concat"),
+          "max_length": gc["search"]["max_length"] if share else None,
+          "window": window.get("window_size") if windowed else None}
+    c = {"graphs": {"decoder": decoder, "embed": None, "prefill": None},
+         "input_ids": dec["inputs"]["input_ids"],
+         "attention_mask": "attention_mask" if "attention_mask" in names else None,
+         "position_ids": "position_ids" if "position_ids" in names else None,
+         "position_base": 0, "extra_inputs": {}, "kv": kv, "logits": dec["outputs"]["logits"]}
+    extra = {"window_layers": window.get("layers")} if windowed else {}
+    return c, extra
+
+
+def eager_model(spec: dict, ckpt: Path):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(ckpt, attn_implementation="eager").float().eval()
+
+
+def build(name: str, work: Path) -> dict:
+    spec = SPECS[name]
+    have = _version("onnxruntime-genai")
+    if have != spec["builder"]:
+        raise SystemExit(f"{name} needs onnxruntime-genai {spec['builder']} (env zoo/envs/{spec['env']}.txt); "
+                         f"this interpreter has {have}: run it with .zoo-envs/{spec['env']}/bin/python")
+    t0 = time.monotonic()
+    ckpt_info = make_checkpoint(spec, work / "ckpt")
+    command, builder_s, log = run_builder(spec, work)
+    twin, decoder = install(spec, name, work)
+    summary = common.graph_summary(twin / decoder)
+    tokens = common.twin_tokens(name, json.loads((twin / "config.json").read_text())["vocab_size"])
+
+    model = eager_model(spec, work / "ckpt")
+    info = {"builder_seconds": round(builder_s, 2)}
+    if spec["precision"] != "fp32":
+        err = common.load_dequantized(model, twin / decoder)
+        info["weights_loaded_back"] = len(err)
+        info["quantisation_max_abs"] = max(err.values())
+    steps, oinfo = common.eager_oracle(model, tokens)
+    info.update({"eager_" + k: v for k, v in oinfo.items()})
+    if len(set(oinfo["top1"])) == 1:
+        raise SystemExit(f"{name}: eager top-1 is {oinfo['top1'][0]} at every step: degenerate weights, change the init")
+    common.save_oracle(twin / "oracle.npz", steps)
+
+    c, cextra = contract(spec, twin, decoder, summary)
+    info.update(cextra)
+    got = common.ort_teacher_forced(twin / decoder, tokens, {**c, "kv": {**c["kv"], **cextra}})
+    # the exporter environment's own onnxruntime (the runtime of the builder's date), not the project's
+    info["env_onnxruntime"] = _version("onnxruntime")
+    info["env_ort_cpu_vs_eager"] = common.compare_steps(steps, got)
+    warnings = [ln for ln in log.splitlines() if "warn" in ln.lower()][:20]
+    if warnings:
+        info["builder_warnings"] = warnings
+    info["build_seconds"] = round(time.monotonic() - t0, 2)
+
+    manifest = {
+        "name": name, "model": spec["model"], "form": spec["form"],
+        "precision": "fp32" if spec["precision"] == "fp32" else "q4",
+        "exporter": {"name": "onnxruntime-genai model builder", "version": spec["builder"], "command": command,
+                     "env": f"zoo/envs/{spec['env']}.txt", "script": "zoo/build/genai_twin.py"},
+        "reconstruction": None,
+        "checkpoint": {**ckpt_info, "config": json.loads((twin / "config.json").read_text())},
+        "contract": c, "tokens": tokens,
+        "oracle": {"kind": "torch-eager", "file": "oracle.npz", "dtype": "float32",
+                   "weights": "checkpoint fp32 weights" if spec["precision"] == "fp32" else
+                   "the graph's own dequantised weights loaded back into the eager model"},
+        "build_info": info,
+    }
+    return common.write_manifest(twin, manifest)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="+", choices=sorted(SPECS))
+    ap.add_argument("--work", help="keep the checkpoint and builder output here (default: a temp dir, removed)")
+    a = ap.parse_args(argv)
+    for name in a.names:
+        if a.work:
+            work = Path(a.work) / name
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            m = build(name, work)
+        else:
+            with tempfile.TemporaryDirectory(prefix=f"twin-{name}-") as d:
+                m = build(name, Path(d))
+        bi = m["build_info"]
+        print(f"{name}: {sum(m['sizes'].values())} bytes, built in {bi['build_seconds']} s; "
+              f"onnxruntime {bi['env_onnxruntime']} CPU vs eager: "
+              + "; ".join(f"{r['step']} top1={r.get('top1_equal')} max|d|={r.get('max_abs', float('nan')):.3g}"
+                          for r in bi["env_ort_cpu_vs_eager"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
