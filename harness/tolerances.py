@@ -98,11 +98,16 @@ PROFILES: dict[str, Tolerance] = {
            "different orders and with different fast exp/tanh, so logits O(1-10) agree to ~1e-6 "
            "relative. rtol 1e-3 / NMSE 1e-8 leave >100x margin and still flag a wrong cache row, "
            "position or rotary (NMSE > 1e-3)."),
-        _p("int8act-logits", 0.1, 0.1, 1e-2,
+        _p("int8act-logits", 0.5, 0.1, 1e-2,
            "Zoo logits of a graph with MatMulNBits accuracy_level=4: the schema lets every such "
            "matmul quantise its activations to int8 per block (up to 1e-3 NMSE each: see "
-           "int8act-blockq-matmul), and a twin chains up to ~30 of them along the residual stream, "
-           "so errors add up to ~1e-2 NMSE; a wrong cache, position or weight gives NMSE ~1."),
+           "int8act-blockq-matmul), and a model chains ~30 (twins) to ~200 (Phi-3) of them along "
+           "the residual stream, so errors add up to ~1e-2 NMSE; a wrong cache, position or weight "
+           "gives NMSE ~1. The per-logit error is a sum of many independent roundings, so its tail "
+           "over ~10^4 logits reaches ~5 sigma: measured on the Gemma-3 builder q4 twins (ORT CPU; "
+           "with accuracy_level set to 0 the same graphs match eager to NMSE 5e-13, so all of it is "
+           "the int8 path) NMSE 3.4e-4..4.4e-4 and max |Δ| 0.144 at logit RMS 1.64 (4.8 sigma); "
+           "at the NMSE bound, 5 sigma of RMS-1.6 logits is 0.8, hence atol 0.5 + rtol 0.1."),
         _p("fp16-logits", 0.05, 0.05, 1e-4,
            "Zoo logits of a float16 graph (q4f16, fp16; float32 I/O) against float32 eager: every "
            "intermediate is rounded to float16 (eps 9.8e-4), ~20 roundings along the residual "

@@ -335,3 +335,21 @@ def test_cli_run_zoo_modes_and_jobs(twins, tmp_path, run_cli):
     recs = [json.loads(x) for x in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
     assert len(recs) == 2 * len(KINDS) and {r["status"] for r in recs} == {"pass"}
     assert all(len(r["metrics"]["steps"]) == 4 for r in recs)
+
+
+def test_sliding_window_gives_window_buffers_only_to_windowed_layers():
+    """The builder's windowed graph has window-sized buffers on local layers and max_length
+    ones on global layers (ORT: "total_sequence_length must equal past_sequence_length" when a
+    global layer gets a window buffer). Read from the graph, or from kv.window_layers."""
+    from harness.zoo.decode import InputSpec
+
+    base = {"graphs": {"decoder": "m.onnx"}, "kv": {"count": 2, "heads": 1, "head_dim": 4, "cache": "sliding_window",
+                                                     "window": 4, "max_length": 9}}
+    names = ["input_ids", "attention_mask", "position_ids"] + [f"past_key_values.{i}.{k}" for i in (0, 1)
+                                                               for k in ("key", "value")]
+    inputs = {"m.onnx": {n: InputSpec(np.float32 if "past" in n else np.int64, 2) for n in names}}
+    tokens = Tokens(batch=1, prompt=[[1, 2, 3, 4, 5, 6]], decode=[[7]])
+    rows = lambda st: [st[0].feeds[f"past_key_values.{i}.key"].shape[2] for i in (0, 1)]  # noqa: E731
+    assert rows(plan(Contract.model_validate(base), tokens, inputs, {"past_key_values.0.key", "past_key_values.0.value"})) == [4, 9]
+    base["kv"]["window_layers"] = [1]
+    assert rows(plan(Contract.model_validate(base), tokens, inputs)) == [9, 4]

@@ -75,9 +75,22 @@ def kv_names(contract: Contract) -> list[tuple[str, str]]:
     return [(kv.past.format(i=i, kv=k), kv.present.format(i=i, kv=k)) for i in range(kv.count) for k in ("key", "value")]
 
 
-def _empty_past(contract: Contract, pair: int, batch: int) -> np.ndarray:
+def windowed_pasts(path: Path) -> set[str]:
+    """Past inputs that feed a GroupQueryAttention with sliding_window_cache=1."""
+    m = onnx.load(str(path), load_external_data=False)
+    out: set[str] = set()
+    for n in m.graph.node:
+        if n.op_type == "GroupQueryAttention" and any(a.name == "sliding_window_cache" and a.i for a in n.attribute):
+            out.update(x for x in list(n.input)[3:5] if x)
+    return out
+
+
+def _empty_past(contract: Contract, pair: int, batch: int, windowed: bool = True) -> np.ndarray:
     kv = contract.kv
-    rows = {"concat": 0, "shared_buffer": kv.max_length, "static": kv.max_length, "sliding_window": kv.window}[kv.cache]
+    if kv.cache == "sliding_window":  # window buffers where the op evicts; the other layers share a max_length one
+        rows = kv.window if windowed else (kv.max_length or 0)
+    else:
+        rows = {"concat": 0, "shared_buffer": kv.max_length, "static": kv.max_length}[kv.cache]
     h, d = kv.per_pair("heads", pair), kv.per_pair("head_dim", pair)
     shape = (batch, h, rows, d) if kv.layout == "BNSH" else (batch, rows, h, d)
     if kv.dtype == "bfloat16":
@@ -92,7 +105,8 @@ def _extra(rule: str, spec: InputSpec, batch: int, seq: int, past: int) -> np.nd
     return np.full((), value, spec.dtype) if spec.rank == 0 else np.full((1,) * spec.rank, value, spec.dtype)
 
 
-def plan(contract: Contract, tokens: Tokens, inputs: dict[str, dict[str, InputSpec]]) -> list[StepPlan]:
+def plan(contract: Contract, tokens: Tokens, inputs: dict[str, dict[str, InputSpec]],
+         windowed: set[str] | None = None) -> list[StepPlan]:
     """Feeds of every step, from the contract and the fixed tokens alone (no backend involved)."""
     g = contract.graphs
     batch = tokens.batch
@@ -141,9 +155,11 @@ def plan(contract: Contract, tokens: Tokens, inputs: dict[str, dict[str, InputSp
             (embed_feeds if where == g.embed and where != graph else feeds)[name] = \
                 _extra(rule, need(name, where), batch, seq, past)
         if t == 0:  # later steps (and a decode graph after a prefill graph) get the presents fed back
+            wl = contract.kv.window_layers
             for i, (p, _) in enumerate(kv_names(contract)):
                 if p in spec:
-                    feeds[p] = _empty_past(contract, i // 2, batch)
+                    win = (i // 2 in wl) if wl is not None else (windowed is None or p in windowed)
+                    feeds[p] = _empty_past(contract, i // 2, batch, win)
                 elif not g.prefill:
                     need(p, graph)
         steps.append(StepPlan(graph, feeds, embed_feeds))
@@ -235,4 +251,8 @@ class ZooDriver:
 
 def load_plan(contract: Contract, tokens: Tokens, root: Path) -> list[StepPlan]:
     inputs = {g: graph_inputs(root / g) for g in contract.graphs.all()}
-    return plan(contract, tokens, inputs)
+    windowed = None
+    if contract.kv.cache == "sliding_window" and contract.kv.window_layers is None:
+        first = contract.graphs.prefill or contract.graphs.decoder
+        windowed = windowed_pasts(root / first)
+    return plan(contract, tokens, inputs, windowed)

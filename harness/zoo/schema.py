@@ -76,6 +76,10 @@ class KV(Strict):
     cache: CacheKind = "concat"
     max_length: int | None = Field(default=None, ge=1)
     window: int | None = Field(default=None, ge=1)
+    #: sliding_window: the KV pairs with window-sized buffers (the others get max_length
+    #: buffers, as the builder's global layers do); None reads it from the graph (the pasts
+    #: that feed a GroupQueryAttention with sliding_window_cache=1)
+    window_layers: list[int] | None = None
 
     @model_validator(mode="after")
     def _consistent(self):
