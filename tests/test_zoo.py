@@ -228,9 +228,11 @@ def test_the_repo_zoo_yaml_and_twins_validate():
     names = {m.name for m in zoo.models}
     assert names >= {"gemma3-1b", "gemma3-1b-gqa", "phi3-mini-4k-genai-cpu-int4", "qwen2.5-0.5b",
                      "gemma4-e2b-onnx-community"}
+    by_name = {m.name: m for m in zoo.models}
     for d in Path(__file__).resolve().parents[1].glob("zoo/twins/*/manifest.json"):
-        m = load_manifest(d.parent)
-        assert m.model in names | {"gemma3-270m"}, f"{d}: model {m.model!r} has no zoo.yaml entry"
+        m = load_manifest(d.parent)  # every shipped manifest passes the strict schema
+        if m.model in by_name:  # forms without a hub export (issue 13's hand-built ones) have no entry
+            assert m.name in by_name[m.model].twins, f"zoo.yaml {m.model}: twins does not list {m.name}"
 
 
 # ------------------------------------------------------------------ hub cache (offline)
