@@ -51,6 +51,10 @@ FAMILIES = {
                        sliding_window=128, max_window_layers=4, hidden_act="silu", initializer_range=0.1,
                        bos_token_id=1, eos_token_id=2),
         "position_ids": "position_ids",
+        "notes": ("optimum ties lm_head to the embedding (accelerate's tied-weight check): lm_head is a MatMul on "
+                  "Transpose(model.embed_tokens.weight), so q4 leaves it float, as the hub's model_q4.onnx size "
+                  "implies. transformers.js' convert.py also runs onnxslim by default; this twin is optimum-cli's "
+                  "graph as exported."),
     },
     "gemma3": {
         "model": "gemma3-1b",
@@ -64,6 +68,12 @@ FAMILIES = {
         # optimum-onnx 0.1.0's Gemma3TextOnnxConfig derives from TextDecoderOnnxConfig (no
         # position_ids input): positions come from the past length inside the graph
         "position_ids": None,
+        "notes": ("optimum-onnx 0.1.0 gives Gemma-3 text no position_ids input (Gemma3TextOnnxConfig derives from "
+                  "TextDecoderOnnxConfig; the hub's gemma-3-1b-it-ONNX takes 1-based position_ids): positions come "
+                  "from the past length inside the graph. Its tied lm_head is not deduplicated (the embedding is "
+                  "Gemma3TextScaledWordEmbedding, not nn.Embedding, so optimum skips the group): lm_head is a second "
+                  "float copy, and q4 quantises it (MatMulNBits) while the Gather embedding stays float. "
+                  "transformers.js' convert.py also runs onnxslim by default; this twin is optimum-cli's graph."),
     },
 }
 PRECISIONS = {"fp32": "onnx/model.onnx", "q4": "onnx/model_q4.onnx"}
@@ -160,8 +170,7 @@ def build_family(fam: str, precisions: list[str], out_root: Path) -> list[dict]:
                 quantize_q4(tmp / "export" / "model.onnx", stage / rel)
             tokens = common.twin_tokens(name, spec["config"]["vocab_size"])
             model = eager_model(tmp / "ckpt")
-            info = {"export_command": shown, "exporter_messages": warnings,
-                    "seconds": {"checkpoint": round(t_ckpt - t0, 2), "export": round(t_export - t_ckpt, 2)}}
+            info = {"export_command": shown, "exporter_messages": warnings}
             if prec == "q4":
                 errs = common.load_dequantized(model, stage / rel)
                 info["quantize"] = ("onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer("
@@ -174,7 +183,8 @@ def build_family(fam: str, precisions: list[str], out_root: Path) -> list[dict]:
             c = contract(fam, rel)
             ort_rows = common.compare_steps(steps, common.ort_teacher_forced(stage / rel, tokens, c))
             info["ort_cpu_vs_eager"] = ort_rows
-            info["seconds"]["twin"] = round(time.perf_counter() - t1, 2)
+            print(f"{name}: checkpoint {t_ckpt - t0:.1f} s, export {t_export - t_ckpt:.1f} s, "
+                  f"twin {time.perf_counter() - t1:.1f} s", file=sys.stderr)
             manifest = {
                 "name": name, "model": spec["model"], "form": FORM, "precision": prec,
                 "exporter": {"name": "optimum-onnx (optimum.exporters.onnx)", "version": versions["optimum-onnx"],
@@ -187,6 +197,7 @@ def build_family(fam: str, precisions: list[str], out_root: Path) -> list[dict]:
                            "weights": ("the graph's own dequantised weights loaded back into the eager model"
                                        if prec == "q4" else "the checkpoint's float32 weights")},
                 "build_info": dict(info, versions=versions),
+                "notes": spec["notes"],
             }
             common.write_manifest(stage, manifest)
             dest = out_root / name
