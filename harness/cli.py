@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     twb = tws.add_parser("build", help="rebuild twins (all, or NAME) in their exporter environments under .zoo-envs/")
     twb.add_argument("name", nargs="?", metavar="NAME")
 
+    sub.add_parser("install-js", help="npm ci in js/ (the pinned onnxruntime-node and -web of the ort-node/ort-web columns)")
+
     be = sub.add_parser("bench", help="time per cell of each backend, as ratios to one baseline, side by side")
     selection(be)
     be.add_argument("--backends", metavar="a,b")
@@ -250,6 +252,12 @@ def cmd_bench(args) -> int:
     return bench(_select(args), names, baseline=args.baseline, repeat=args.repeat, as_json=args.json)
 
 
+def cmd_install_js(args) -> int:
+    from .backends.ort_js import install_js
+
+    return install_js()
+
+
 def cmd_twins(args) -> int:
     from .zoo.build import cmd_twins as run
 
@@ -257,7 +265,8 @@ def cmd_twins(args) -> int:
 
 
 COMMANDS = {"backends": cmd_backends, "list": cmd_list, "run": cmd_run, "export": cmd_export,
-            "report": cmd_report, "check": cmd_check, "bench": cmd_bench, "twins": cmd_twins}
+            "report": cmd_report, "check": cmd_check, "bench": cmd_bench, "twins": cmd_twins,
+            "install-js": cmd_install_js}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -258,6 +258,9 @@ class OrtJsBackend(Backend):
     def available(self) -> tuple[bool, str]:
         if not node_exe():
             return False, f"no `node` on PATH (install Node.js >= 18, e.g. apt-get install nodejs npm), then run `{INSTALL}`"
+        major, minor = _node_major_minor()
+        if (major, minor) < (20, 6):  # import.meta.resolve, which finds the bundle as a bundler would
+            return False, f"node {_node_version()} is too old: the JS columns need Node.js >= 20.6"
         want = _pinned(self.package)
         have = _installed(self.package)
         if have is None:
@@ -389,6 +392,13 @@ def _node_version() -> str:
         return f"unknown ({e})"
 
 
+def _node_major_minor() -> tuple[int, int]:
+    import re
+
+    m = re.match(r"v(\d+)\.(\d+)", _node_version())
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
 @functools.lru_cache(maxsize=None)
 def _chromium_version() -> str:
     exe = chromium_exe()
@@ -398,3 +408,27 @@ def _chromium_version() -> str:
         return subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     except Exception as e:  # noqa: BLE001
         return f"chromium version unknown ({e})"
+
+
+def install_js() -> int:
+    """`onnx-compat install-js`: `npm ci` in js/ from the shipped lock file. onnxruntime-node's
+    postinstall would fetch a CUDA provider from a host this network cannot reach; its CPU
+    binary ships in the package, so that step is skipped."""
+    import sys
+
+    npm = shutil.which("npm")
+    if not node_exe() or not npm:
+        print("onnx-compat install-js: error: needs `node` and `npm` on PATH (Node.js >= 18; Debian: apt-get install "
+              "nodejs npm)", file=sys.stderr)
+        return 2
+    env = dict(os.environ, ONNXRUNTIME_NODE_INSTALL_CUDA="skip")
+    cmd = [npm, "ci", "--no-audit", "--no-fund"]
+    print(f"onnx-compat install-js: {' '.join(cmd)} in {js_dir()} (ONNXRUNTIME_NODE_INSTALL_CUDA=skip)", file=sys.stderr)
+    rc = subprocess.run(cmd, cwd=str(js_dir()), env=env).returncode
+    if rc != 0:
+        print(f"onnx-compat install-js: error: npm ci exited {rc}; see npm's output above", file=sys.stderr)
+        return 3
+    for cls in (OrtNode, OrtWeb, OrtWebChromium):
+        ok, why = cls().available()
+        print(f"{cls.name:<17} {'available' if ok else 'unavailable: ' + why}")
+    return 0
