@@ -22,7 +22,7 @@ import onnx
 from . import backends as registry
 from . import tolerances
 from .backends.base import ModelRef
-from .bundle import Bundle, BundleError, check_feeds_match, load_bundle
+from .bundle import Bundle, BundleError, check_against_model, load_bundle
 from .case import Built, Case, seed_for
 
 #: random feeds for a bare model: a model that declares more than this is refused, not allocated
@@ -130,7 +130,7 @@ def check(path_str: str, names: list[str], out: str | None = None, tolerance: st
         model = onnx.load(str(bundle.model_path))
     except Exception as e:  # noqa: BLE001
         raise BundleError(f"{bundle.model_path}: not an ONNX model ({type(e).__name__}: {e}); re-export it") from None
-    check_feeds_match(model, bundle.feeds[0], bundle.root / "inputs.npz")
+    check_against_model(model, bundle)
     ref = ModelRef(model, bundle.model_path)
     expected = bundle.expected
     oracle = "expected.npz"
@@ -151,7 +151,8 @@ def check(path_str: str, names: list[str], out: str | None = None, tolerance: st
         tolerances.get(profile)
     except KeyError as e:
         raise BundleError(f"--tolerance: {e.args[0]}") from None
-    built = Built(model, bundle.feeds, expected, bundle.masks, bundle.carry, oracle=oracle)
+    built = Built(model, bundle.feeds, expected, bundle.masks, bundle.carry, oracle=oracle,
+                  alternates=bundle.alternates if bundle.expected is not None else {})
     meta = bundle.meta
     case = Case(_check_id(path, meta), meta.get("family", "check"), meta.get("features", {}),
                 tuple(meta.get("marks", ())), profile, lambda _rng: built)

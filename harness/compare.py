@@ -4,17 +4,21 @@ Metrics per output (over the elements the op specifies): max |Δ|, max relative 
 (Σ(a−b)² / Σb², the llama.cpp metric), cosine, and the smallest tolerance that would have
 passed (Polygraphy's "minimum required tolerance"): `need_atol` at the profile's rtol and
 `need_rtol` at the profile's atol. A NaN/Inf where the oracle is finite is always a mismatch.
+
+Self-contained on purpose (numpy only; a tolerance is anything with atol, rtol, max_nmse and
+int_atol): repro bundles ship this very file, so `repro.sh` judges exactly as the matrix does.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from .tolerances import Tolerance
+if TYPE_CHECKING:  # no runtime import: this file also runs alone inside a repro bundle
+    from .tolerances import Tolerance
 
 TINY = 1e-30
 
@@ -170,6 +174,24 @@ def judge_steps(actual_steps: list[Mapping[str, np.ndarray]], expected_steps: li
     if first_bad is not None:
         metrics["first_bad_step"] = first_bad
     return Judgement(passed=not problems, metrics=metrics, problems=problems, message="; ".join(problems))
+
+
+def judge_readings(actual_steps: list[Mapping[str, np.ndarray]], expected_steps: list[Mapping[str, np.ndarray]],
+                   mask_steps: list[Mapping[str, np.ndarray]], tol: Tolerance,
+                   alternates: Mapping[str, list[Mapping[str, np.ndarray]]] | None = None) -> tuple[str, Judgement]:
+    """The verdict of a cell that ran, as the matrix and a repro bundle both give it: "pass",
+    "ambiguous" (fails the chosen reading of the operator text but matches another reading it
+    allows: metrics["matches_reading"] names it), or "mismatch"."""
+    j = judge_steps(actual_steps, expected_steps, mask_steps, tol)
+    if j.passed:
+        return "pass", j
+    for reading, expected in (alternates or {}).items():
+        if judge_steps(actual_steps, expected, mask_steps, tol).passed:
+            j.metrics["matches_reading"] = reading
+            j.message = (f"matches another reading the operator text allows ({reading}); against the chosen "
+                         f"reading: {j.message}")
+            return "ambiguous", j
+    return "mismatch", j
 
 
 def clean_for_json(obj: Any) -> Any:

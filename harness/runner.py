@@ -18,11 +18,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import backends as backend_registry
-from . import tolerances
+from . import readings, tolerances
 from .backends.base import Backend, Crashed, ModelRef, TimedOut, Unsupported
 from .bundle import write_bundle
 from .case import Built, Case
-from .compare import clean_for_json, judge_steps
+from .compare import clean_for_json, judge_readings, judge_steps
 from . import inflight
 from .results import ResultsWriter, lock_out_dir
 from .verdict import Status
@@ -42,6 +42,21 @@ def _record(case: Case, backend: Backend, status: Status, metrics: dict | None, 
         "tolerance": tolerances.get(case.tolerance).as_record(), "message": first_line(message),
         "seconds": round(seconds, 4), "repro": None,
     }
+
+
+def _refused(case: Case, backend: Backend, status: Status, message: str, seconds: float,
+             version: str) -> dict[str, Any]:
+    """A refusal (at load or while running) that the operator text requires of this backend is the
+    conformant verdict: `unsupported`, quoting the sentence. Declared on the case (Case.refusals),
+    matched on the backend's execution provider, never on its name."""
+    provider = getattr(getattr(backend, "inner", backend), "provider", None)
+    for rid in getattr(case, "refusals", ()):
+        r = readings.REFUSALS[rid]
+        if r.requires_refusal(provider):
+            return _record(case, backend, Status.UNSUPPORTED, {"required_refusal": rid},
+                           f"refused, as the operator text requires of {provider} ({r.quote}); the backend said: "
+                           f"{message}", seconds, version)
+    return _record(case, backend, status, None, message, seconds, version)
 
 
 def execute_steps(session, built: Built) -> list[dict[str, np.ndarray]]:
@@ -77,18 +92,18 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
     except TimedOut as e:
         return _record(case, backend, Status.TIMEOUT, None, str(e), time.perf_counter() - t0, version)
     except Exception as e:  # noqa: BLE001 - refused at load: the backend's own words
-        return _record(case, backend, Status.UNSUPPORTED, None, str(e) or type(e).__name__,
-                       time.perf_counter() - t0, version)
+        return _refused(case, backend, Status.UNSUPPORTED, str(e) or type(e).__name__,
+                        time.perf_counter() - t0, version)
     try:
         outputs = session.run_steps() if built.driver else execute_steps(session, built)
     except Unsupported as e:
-        return _record(case, backend, Status.UNSUPPORTED, None, str(e), time.perf_counter() - t0, version)
+        return _refused(case, backend, Status.UNSUPPORTED, str(e), time.perf_counter() - t0, version)
     except Crashed as e:
         return _record(case, backend, Status.CRASH, None, str(e), time.perf_counter() - t0, version)
     except TimedOut as e:
         return _record(case, backend, Status.TIMEOUT, None, str(e), time.perf_counter() - t0, version)
     except Exception as e:  # noqa: BLE001
-        return _record(case, backend, Status.ERROR, None, f"{type(e).__name__}: {e}", time.perf_counter() - t0, version)
+        return _refused(case, backend, Status.ERROR, f"{type(e).__name__}: {e}", time.perf_counter() - t0, version)
     finally:
         try:
             session.close()
@@ -102,13 +117,10 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
         return _record(case, backend, Status.ERROR, None, "onnx-compat could not compare the outputs:\n"
                        + traceback.format_exc(limit=3), seconds, version)
     status = Status.PASS if j.passed else Status.MISMATCH
+    if not j.passed and built.alternates:  # one rule with repro bundles: compare.judge_readings
+        verdict, j = judge_readings(outputs, built.expected, built.masks, tol, built.alternates)
+        status = Status(verdict)
     message = j.message
-    if not j.passed and built.alternates:
-        for reading, expected in built.alternates.items():
-            if judge_steps(outputs, expected, built.masks, tol).passed:
-                j.metrics["matches_reading"] = reading
-                message = f"matches the other reading of the spec ({reading}); against the chosen reading: {message}"
-                break
     return _record(case, backend, status, j.metrics, message, seconds, version)
 
 
