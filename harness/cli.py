@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, default=1, metavar="N", help="cases run in N processes (default 1)")
     r.add_argument("--timeout", type=float, default=120.0, metavar="S", help="per-cell limit for isolated backends (s)")
     r.add_argument("--isolate", action="store_true", help="run every backend in a worker process, not only tract")
+    r.add_argument("--in-process", action="store_true",
+                   help="run cells in this process, not a supervised worker (for a debugger; a native crash then "
+                        "ends the run, and --resume records it as crash)")
     r.add_argument("--no-report", action="store_true", help="skip report.html (matrix files are still written)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -181,7 +184,7 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
     print(f"onnx-compat run: {len(cases)} cases × {len(names)} backends ({', '.join(names)}) -> {out}", file=sys.stderr)
     summary = execute(cases, names, out, resume=args.resume, shard=shard, jobs=args.jobs, isolate=args.isolate,
                       timeout=args.timeout, grid=args.grid or os.environ.get("ONNX_COMPAT_GRID", "quick"),
-                      progress=not args.quiet)
+                      progress=not args.quiet, in_process=args.in_process)
     records = read_results(results)
     if args.no_report:
         from .matrix import write_matrix

@@ -230,11 +230,14 @@ def _crash_record(case: Case, name: str, version: str, message: str, repro_root:
 
 
 _CASES_BY_GRID: dict[str, dict[str, Case]] = {}
+_RUN_CASES: dict[str, Case] = {}  # this run's cases, set before the pool forks: workers need no reload
 
 
 def _case_by_id(case_id: str, grid: str) -> Case:
     from .registry import load_cases
 
+    if case_id in _RUN_CASES:
+        return _RUN_CASES[case_id]
     if grid not in _CASES_BY_GRID:
         _CASES_BY_GRID[grid] = {c.id: c for c in load_cases(grid)}
     return _CASES_BY_GRID[grid][case_id]
@@ -253,19 +256,21 @@ class RunError(RuntimeError):
 
 def execute(cases: Sequence[Case], backend_names: Sequence[str], out_dir: str | os.PathLike, *, resume: bool = False,
             shard: tuple[int, int] | None = None, jobs: int = 1, isolate: bool = False, timeout: float = 120.0,
-            grid: str = "quick", progress: bool = True, log=sys.stderr) -> dict[str, Any]:
+            grid: str = "quick", progress: bool = True, log=sys.stderr, in_process: bool = False) -> dict[str, Any]:
     """Run every selected cell, append to out_dir/results.jsonl; returns a summary.
 
-    One run per out_dir (a lock). A cell whose process died of a fatal signal becomes `crash`:
-    in a pool the run goes on at once; in-process (jobs 1) the run dies with it and `--resume`
-    records it and goes on (see harness/inflight.py)."""
+    Cells run in `jobs` worker processes (one by default) that this process supervises: a
+    native crash inside a runtime costs its cell (`crash`), never the run. `in_process` runs
+    them here instead (a debugger, a profiler): a crash then ends the run, and `--resume`
+    records that cell as `crash` and goes on (harness/inflight.py). One run per out_dir (a lock)."""
     out = Path(out_dir)
     with lock_out_dir(out):
         return _execute(cases, backend_names, out, resume=resume, shard=shard, jobs=jobs, isolate=isolate,
-                        timeout=timeout, grid=grid, progress=progress, log=log)
+                        timeout=timeout, grid=grid, progress=progress, log=log, in_process=in_process)
 
 
-def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, timeout, grid, progress, log):
+def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, timeout, grid, progress, log,
+             in_process):
     writer = ResultsWriter(out / "results.jsonl", resume=resume)
     repro_root = str(out / "repro")
     by_id = {c.id: c for c in cases}
@@ -323,7 +328,7 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
     run_tmp = tempfile.mkdtemp(prefix="onnx-compat-run-")
     old_tempdir, tempfile.tempdir = tempfile.tempdir, run_tmp  # every worker's temp files, removed at the end
     try:
-        if jobs <= 1:
+        if in_process:
             _init_worker(backend_names, isolate, timeout, str(out))
             for case, names in pending:
                 bar.set_postfix_str(case.id[-60:], refresh=False)
@@ -332,9 +337,11 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
                 if _INFLIGHT is not None:
                     _INFLIGHT.end()
         else:
-            _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, out, writer, emit,
+            _RUN_CASES.update(by_id)
+            _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, max(1, jobs), out, writer, emit,
                       record_deaths)
     finally:
+        _RUN_CASES.clear()
         bar.close()
         writer.close()
         _close_worker()

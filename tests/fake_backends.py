@@ -4,6 +4,7 @@ refuse, break or lie, to prove every one costs one cell and gets its own status.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import numpy as np
@@ -47,6 +48,32 @@ class Aborting(_Base):
         def hook(out, feeds):
             if _marker(feeds):
                 os.abort()
+            return out
+        return _RefSession(Reference().prepare(model), hook)
+
+
+class AbortingInProcess(_Base):
+    """os.abort() in the process running the cell: no worker of its own, as ORT runs."""
+    name = "fake-abort-inproc"
+    isolated = False
+
+    def prepare(self, model):
+        def hook(out, feeds):
+            if _marker(feeds):
+                os.abort()
+            return out
+        return _RefSession(Reference().prepare(model), hook)
+
+
+class SegfaultingInProcess(_Base):
+    """SIGSEGV in the process running the cell, as a native kernel bug would raise it."""
+    name = "fake-segv-inproc"
+    isolated = False
+
+    def prepare(self, model):
+        def hook(out, feeds):
+            if _marker(feeds):
+                os.kill(os.getpid(), signal.SIGSEGV)
             return out
         return _RefSession(Reference().prepare(model), hook)
 
@@ -103,4 +130,5 @@ class Missing(_Base):
 
 ALL = "fake-abort=tests.fake_backends:Aborting,fake-hang=tests.fake_backends:Hanging," \
       "fake-refuse=tests.fake_backends:Refusing,fake-break=tests.fake_backends:Breaking," \
-      "fake-lie=tests.fake_backends:Lying,fake-missing=tests.fake_backends:Missing"
+      "fake-lie=tests.fake_backends:Lying,fake-missing=tests.fake_backends:Missing," \
+      "fake-abort-inproc=tests.fake_backends:AbortingInProcess,fake-segv-inproc=tests.fake_backends:SegfaultingInProcess"

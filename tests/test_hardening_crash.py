@@ -1,0 +1,93 @@
+"""A native crash inside a backend that runs in the cell's own process (as ONNX Runtime does)
+costs that cell, never the run (issue 10, item 3); a kill from outside is never taken for a
+crash."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from harness import inflight
+from tests.conftest import ROOT
+from tests.fake_backends import ALL
+
+SEL = ["-k", "rotary/ms-3d and fp32 and b2s5h4d16", "--zoo", "none"]
+
+
+def _records(out):
+    lines = (out / "results.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    keys = [(r["case_id"], r["backend"]) for r in recs]
+    assert len(keys) == len(set(keys)), "a cell recorded twice"
+    return {k: r for k, r in zip(keys, recs)}
+
+
+def _run(run_cli, out, backends, *extra):
+    return run_cli("run", *SEL, "--backends", backends, "--out", out, "--quiet", "--no-report", *extra,
+                   env={"ONNX_COMPAT_EXTRA_BACKENDS": ALL})
+
+
+@pytest.mark.parametrize("fake,jobs,words", [("fake-segv-inproc", "1", "Segmentation fault"),
+                                             ("fake-abort-inproc", "2", "Aborted")])
+def test_native_crash_costs_one_cell_and_the_run_goes_on(run_cli, tmp_path, fake, jobs, words):
+    out = tmp_path / "o"
+    proc = _run(run_cli, out, f"reference,{fake}", "--jobs", jobs)
+    assert proc.returncode == 0, proc.stderr
+    recs = _records(out)
+    cases = {c for c, b in recs if b == "reference"}
+    assert len(cases) == 12 and {c for c, b in recs if b == fake} == cases, "every cell got a verdict"
+    status = {c: recs[c, fake]["status"] for c in cases}
+    assert set(status.values()) == {"crash", "pass"}, status
+    for c in cases:
+        assert recs[c, "reference"]["status"] == "pass"
+        if status[c] == "crash":
+            assert words in recs[c, fake]["message"] and recs[c, fake]["repro"], recs[c, fake]
+    assert not (out / inflight.DIRNAME).exists(), "markers left behind"
+
+
+def test_in_process_crash_is_recorded_by_resume_which_goes_on(run_cli, tmp_path):
+    """--in-process: the crash ends the run (nothing can survive it in one process); each
+    --resume records the cell that killed it as `crash` and goes on, never dying twice on it."""
+    supervised = tmp_path / "s"
+    assert _run(run_cli, supervised, "fake-abort-inproc").returncode == 0
+    want = {k: r["status"] for k, r in _records(supervised).items()}
+    n_crash = sum(s == "crash" for s in want.values())
+    assert n_crash >= 1
+
+    out = tmp_path / "o"
+    rcs = [_run(run_cli, out, "fake-abort-inproc", "--in-process").returncode]
+    while rcs[-1] != 0 and len(rcs) <= n_crash + 1:
+        rcs.append(_run(run_cli, out, "fake-abort-inproc", "--in-process", "--resume").returncode)
+    assert rcs[0] == -signal.SIGABRT and rcs[-1] == 0, rcs
+    assert len(rcs) == n_crash + 1, "each resume must get past exactly one crashing cell"
+    got = _records(out)
+    assert {k: r["status"] for k, r in got.items()} == want
+    assert all("Aborted" in r["message"] for r in got.values() if r["status"] == "crash")
+
+
+def _marker_child(tmp_path, action):
+    code = textwrap.dedent(f"""
+        import os, signal, time
+        from harness.inflight import InFlight
+        f = InFlight({str(tmp_path)!r})
+        f.begin("norm/x", "ort-cpu")
+        {action}
+    """)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, timeout=60)
+
+
+def test_a_fatal_signal_is_a_crash_and_a_kill_is_not(tmp_path):
+    _marker_child(tmp_path / "a", "os.abort()")
+    died = inflight.collect(tmp_path / "a")
+    assert [(d.case_id, d.backend) for d in died] == [("norm/x", "ort-cpu")]
+    assert "Aborted" in died[0].fatal and "Aborted" in inflight.describe(died[0])
+
+    _marker_child(tmp_path / "k", "os.kill(os.getpid(), signal.SIGKILL)")
+    died = inflight.collect(tmp_path / "k")
+    assert len(died) == 1 and died[0].fatal == "", "a kill from outside leaves no fatal dump"
+    assert inflight.collect(tmp_path / "k") == [], "collect removes what it read"
