@@ -94,10 +94,55 @@ def _slim(rec: dict[str, Any]) -> dict[str, Any]:
     values are in results.jsonl). Keeps the page small."""
     m = dict(rec.get("metrics") or {})
     if rec.get("status") == "pass":
-        m = {k: m[k] for k in ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol", "steps") if k in m}
-        if "steps" in m:
-            m["steps"] = [{k: s.get(k) for k in ("max_abs", "nmse", "cosine")} for s in m["steps"]]
+        m = {k: m[k] for k in ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol", "steps", "top1", "kl",
+                               "oracle") if k in m}
+        if "steps" in m:  # zoo steps also chart top-1 agreement and KL
+            m["steps"] = [{k: s.get(k) for k in ("max_abs", "nmse", "cosine", "top1", "kl") if k in s} for s in m["steps"]]
     return _round(m)
+
+
+def zoo_table(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Zoo model rows grouped by export form: per backend the status and the worst step's
+    top-1 agreement and KL(oracle ‖ backend); the oracle that judged each row is named."""
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in records:
+        if r.get("family") != "zoo":
+            continue
+        f, m = r.get("features") or {}, r.get("metrics") or {}
+        row = rows.setdefault(str(f.get("form", "?")), {}).setdefault(r["case_id"], {
+            "case_id": r["case_id"], "model": f.get("model"), "precision": f.get("precision"),
+            "exporter": f.get("exporter"), "oracle": None, "cells": {}})
+        row["oracle"] = row["oracle"] or m.get("oracle")
+        row["cells"][r["backend"]] = {"status": r["status"], "top1": _round(m.get("top1")), "kl": _round(m.get("kl"))}
+    return {form: sorted(v.values(), key=lambda x: x["case_id"]) for form, v in sorted(rows.items())}
+
+
+def ambiguity_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each catalogued ambiguity (harness/readings.py) with its quotes and readings, and per backend
+    how many of the cells that carry it take each reading: `pass` is the chosen reading, `ambiguous`
+    names the other reading matched, `mismatch` is neither; other statuses did not run to a
+    comparison. Cells name the readings they carry in metrics["readings"]."""
+    from .readings import AMBIGUITIES
+
+    out = []
+    order = backend_order(records)
+    for a in AMBIGUITIES:
+        others = [r.name for r in a.others]
+        counts: dict[str, dict[str, int]] = {}
+        for r in records:
+            m = r.get("metrics") or {}
+            if not set(m.get("readings") or ()) & set(others):
+                continue
+            st, matched = r["status"], m.get("matches_reading")
+            col = ("chosen" if st == "pass" else matched if st == "ambiguous" and matched in others
+                   else "another ambiguity" if st == "ambiguous" else "neither" if st == "mismatch" else "not compared")
+            c = counts.setdefault(r["backend"], {})
+            c[col] = c.get(col, 0) + 1
+        out.append({"id": a.id, "op": a.op, "question": a.question, "quotes": list(a.quotes), "doc": a.doc,
+                    "chosen": a.chosen, "others": list(a.others),
+                    "columns": ["chosen", *others, "neither", "not compared"],
+                    "rows": [(b, counts[b]) for b in order if b in counts]})
+    return out
 
 
 def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None,
@@ -125,7 +170,8 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
         title=title, backends=order, versions=m["versions"], summary=summary(records), statuses=ALL_STATUSES,
         families=families, marks=marks, env=env or environment(), n_cells=len(records),
         diff=diff(records, baseline) if baseline is not None else None,
-        seed_rows=seed_table(records, order), feature_rows=feature_table(records),
+        ambiguities=ambiguity_table(records),
+        seed_rows=seed_table(records, order), feature_rows=feature_table(records), zoo_rows=zoo_table(records),
         # per cell only what differs between cells, grouped by case; versions, tolerances and the
         # repro root are looked up by name
         repro_root_json=_safe_json(repro_root),

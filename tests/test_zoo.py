@@ -337,6 +337,50 @@ def test_cli_run_zoo_modes_and_jobs(twins, tmp_path, run_cli):
     recs = [json.loads(x) for x in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
     assert len(recs) == 2 * len(KINDS) and {r["status"] for r in recs} == {"pass"}
     assert all(len(r["metrics"]["steps"]) == 4 for r in recs)
+    html = (tmp_path / "b" / "report.html").read_text()
+    assert "Zoo models" in html and "fixture-shared-buffer" in html and "torch eager (oracle.npz)" in html
+
+
+def test_cli_run_zoo_hub_offline_end_to_end(hub, tmp_path, run_cli):
+    cache, zoo = hub
+    env = {k: os.environ[k] for k in ("ONNX_COMPAT_TWINS", "ONNX_COMPAT_ZOO", "HF_HUB_OFFLINE", "HF_HUB_CACHE")}
+    run_cli("run", "-m", "zoo", "--zoo", "hub", "--backends", "reference,tract", "--quiet", "--out", tmp_path / "h",
+            env=env, check=0)
+    recs = [json.loads(x) for x in (tmp_path / "h" / "results.jsonl").read_text().splitlines()]
+    assert {r["case_id"] for r in recs} == {"zoo/hub/fixture-concat", "zoo/hub/fixture-embed"}
+    assert {r["status"] for r in recs} == {"pass"}
+    assert all("judged against ort-cpu-noopt" in r["message"] for r in recs)
+    blob = (cache / "models--fixture-org--concat" / "snapshots" / REV / "onnx" / "model.onnx").resolve()
+    blob.write_bytes(b"tampered")
+    run_cli("run", "-m", "zoo", "--zoo", "hub", "--backends", "reference", "--quiet", "--out", tmp_path / "t",
+            env=env, check=0)
+    recs = [json.loads(x) for x in (tmp_path / "t" / "results.jsonl").read_text().splitlines()]
+    bad = next(r for r in recs if r["case_id"] == "zoo/hub/fixture-concat")
+    assert bad["status"] == "error" and "tampered" in bad["message"] and blob.name in bad["message"]
+
+
+def test_cli_twins_list_and_build(twins, tmp_path, run_cli, monkeypatch):
+    """`twins build` runs the manifest's command with its exporter environment's Python (made
+    from zoo/envs/<env>.txt under .zoo-envs/, then reused), and compares the graph summary."""
+    from harness.zoo import build
+
+    out = run_cli("twins", "list", env={"ONNX_COMPAT_TWINS": str(twins)}, check=0).stdout
+    assert "fixture-static" in out and "static" in out and "KiB" in out
+    req = tmp_path / "envs" / "empty.txt"
+    req.parent.mkdir()
+    req.write_text("# nothing: the fixture's build needs only the standard library\n")
+    monkeypatch.setattr(build, "ENVS", tmp_path / "zoo-envs")
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    p = twins / "fixture-concat" / "manifest.json"
+    m = json.loads(p.read_text())
+    m["exporter"].update(env="envs/empty.txt", command="python -c \"import sys; print(sys.prefix)\"")
+    p.write_text(json.dumps(m))
+    r = build.build("fixture-concat")
+    assert r["graph_changes"] == [] and (tmp_path / "zoo-envs" / "empty" / ".requirements.sha256").exists()
+    m["exporter"]["command"] = "python -c \"raise SystemExit('exporter failed: KeyError rope_type')\""
+    p.write_text(json.dumps(m))
+    with pytest.raises(ZooError, match="exited 1: exporter failed: KeyError rope_type"):
+        build.build("fixture-concat")
 
 
 def test_sliding_window_gives_window_buffers_only_to_windowed_layers():

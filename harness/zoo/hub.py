@@ -85,8 +85,9 @@ def fetch(entry: ZooModel, log=sys.stderr) -> Path:
             print(f"zoo.lock: recorded sha256 {got[:12]}… of {entry.repo}/{hub} at {entry.revision[:12]} "
                   "(first download; zoo.yaml gives none)", file=log)
         elif got != expected:
-            raise ZooError(f"{local}: sha256 {got[:12]}… is not the {expected[:12]}… pinned for {entry.name} {hub}; "
-                           "the blob is corrupt or tampered: delete it from the hub cache and download again")
+            raise ZooError(f"{local} (blob {local.resolve()}): sha256 {got[:12]}… is not the {expected[:12]}… pinned "
+                           f"for {entry.name} {hub}; the blob is corrupt or tampered: delete it from the hub cache "
+                           "and download again")
         base = Path(str(local)[: -len(hub)]) if str(local).endswith(hub) else local.parent
         root = base / entry.subfolder if entry.subfolder else base
     assert root is not None
