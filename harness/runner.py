@@ -120,6 +120,8 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
     if not j.passed and built.alternates:  # one rule with repro bundles: compare.judge_readings
         verdict, j = judge_readings(outputs, built.expected, built.masks, tol, built.alternates)
         status = Status(verdict)
+    if built.alternates:  # which readings this cell could match (the report's ambiguity section)
+        j.metrics["readings"] = list(built.alternates)
     message = j.message
     return _record(case, backend, status, j.metrics, message, seconds, version)
 

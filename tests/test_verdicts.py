@@ -170,3 +170,29 @@ def test_a_refusal_the_text_requires_is_unsupported_by_provider_not_name():
     assert run_cell(case, _FailingRun())["status"] == "error"
     plain = next(c for c in gqa.cases("quick") if "qknorm" not in c.id)
     assert run_cell(plain, _FailingRun("CPUExecutionProvider"))["status"] == "error"
+
+
+def _rec(backend, status, **metrics):
+    return {"case_id": "gqa/prefill-win0-x", "family": "gqa", "features": {"local_window_size": 0}, "marks": ["gqa"],
+            "backend": backend, "backend_version": "v", "status": status, "tolerance": {"profile": "fp32-attention"},
+            "message": "", "seconds": 0.0, "repro": None,
+            "metrics": {"readings": [readings.WINDOW0_CURRENT_ONLY, readings.WINDOW0_NO_KEY], **metrics}}
+
+
+def test_report_counts_and_colours_ambiguous_apart_and_lists_each_ambiguity():
+    """Item 3 (report): `ambiguous` is its own column and colour, and the section "where the
+    operator text is ambiguous" says which reading each backend takes, quoting the schema."""
+    from harness.matrix import summary
+    from harness.report import ambiguity_table, render
+
+    recs = [_rec("a", "pass"), _rec("b", "ambiguous", matches_reading=readings.WINDOW0_NO_KEY), _rec("c", "mismatch"),
+            _rec("d", "unsupported")]
+    assert summary(recs)["b"] == {"ambiguous": 1} and summary(recs)["c"] == {"mismatch": 1}
+    r4 = next(a for a in ambiguity_table(recs) if a["id"] == "R4")
+    assert dict(r4["rows"]) == {"a": {"chosen": 1}, "b": {readings.WINDOW0_NO_KEY: 1}, "c": {"neither": 1},
+                                "d": {"not compared": 1}}
+    r3 = next(a for a in ambiguity_table(recs) if a["id"] == "R3")
+    assert r3["rows"] == []  # no cell carries R3's readings
+    html = render(recs, env={"packages": {}})
+    assert "Where the operator text is ambiguous" in html and 'class="cell st-ambiguous"' in html
+    assert ".st-ambiguous" in html and "Default value is -1 meaning unused." in html
