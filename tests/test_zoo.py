@@ -399,3 +399,11 @@ def test_sliding_window_gives_window_buffers_only_to_windowed_layers():
     assert rows(plan(Contract.model_validate(base), tokens, inputs, {"past_key_values.0.key", "past_key_values.0.value"})) == [4, 9]
     base["kv"]["window_layers"] = [1]
     assert rows(plan(Contract.model_validate(base), tokens, inputs)) == [9, 4]
+
+
+def test_plan_refuses_tokens_that_overflow_a_fixed_cache():
+    from harness.zoo.decode import ContractError
+
+    c = _contract(cache="shared_buffer", max_length=3)
+    with pytest.raises(ContractError, match="4 tokens do not fit the shared_buffer cache of kv.max_length 3"):
+        plan(c, Tokens(batch=1, prompt=[[1, 2, 3]], decode=[[4]]), _inputs(c))

@@ -113,6 +113,10 @@ def plan(contract: Contract, tokens: Tokens, inputs: dict[str, dict[str, InputSp
     ids_steps = [np.asarray(tokens.prompt, np.int64)] + [np.asarray(t, np.int64).reshape(batch, 1) for t in tokens.decode]
     steps: list[StepPlan] = []
     past = 0
+    n_tokens = sum(ids.shape[1] for ids in ids_steps)
+    if contract.kv.cache in ("static", "shared_buffer") and n_tokens > (contract.kv.max_length or 0):
+        raise ContractError(f"{n_tokens} tokens do not fit the {contract.kv.cache} cache of kv.max_length "
+                            f"{contract.kv.max_length}; shorten the tokens or raise max_length")
     for t, ids in enumerate(ids_steps):
         graph = g.prefill if (t == 0 and g.prefill) else g.decoder
         spec = inputs[graph]
