@@ -59,7 +59,7 @@ def run(twin_dir, contract: dict, tokens: dict) -> dict:
         if contract.get("position_ids") in names:
             feed[contract["position_ids"]] = np.arange(pos, total, dtype=np.int64)[None] + contract.get("position_base", 0)
         for name, rule in (contract.get("extra_inputs") or {}).items():
-            if name in names and rule.endswith(": zero"):
+            if name in names and rule == "zero":
                 feed[name] = np.array(0, np.int64)
         if past is None:
             past = _empty_past(kv, sess)
@@ -67,9 +67,10 @@ def run(twin_dir, contract: dict, tokens: dict) -> dict:
         feed = {n: v for n, v in feed.items() if n in names}
         res = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
         steps[f"step{k}"] = res[contract["logits"]]
+        present = kv.get("prefill_present") if (sess is prefill and kv.get("prefill_present")) else kv["present"]
         past = {}
         for i in range(kv["count"]):
             for which in ("key", "value"):
-                past[kv["past"].format(i=i, kv=which)] = res[kv["present"].format(i=i, kv=which)]
+                past[kv["past"].format(i=i, kv=which)] = res[present.format(i=i, kv=which)]
         pos = total
     return steps

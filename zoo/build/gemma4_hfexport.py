@@ -1,0 +1,130 @@
+"""Gemma-4 twin exported by transformers' own ONNX exporter (transformers.exporters, 5.2x).
+
+`OnnxExporter().export_for_generation(model, generate_inputs, OnnxConfig(dynamic=True))` runs
+`model.generate` once, captures the forward kwargs of its prefill and first decode call, and
+exports each as its own graph (there is no CLI for it in 5.23):
+
+prefill.onnx  input_ids [1, S], position_ids [1, S], one pass-through scalar per sliding layer
+              (`input.past_key_values.layers.{i}._sliding_window_tensor`, an Identity to the
+              output of the same name) -> logits, past_key_values.layers.{i}.{keys,values}
+decode.onnx   input_ids [1, 1], position_ids [1, 1], input.past_key_values.layers.{i}.{keys,values}
+              (+ the pass-through scalars) -> logits, output.past_key_values.layers.{i}.{keys,values}
+
+KV pairs only for the unshared layers, each at its head size; no attention_mask input; the
+exporter's sliding-window patch traces sliding layers as full concat layers (the mask applies
+the window), so every past holds all tokens seen. The prefill and decode presents have different
+names: the contract's kv.prefill_present (docs/zoo.md).
+
+The graphs are as exported but for the per-node metadata (the exporter's stack traces, most of
+each .onnx file), which is dropped to keep the twin small.
+
+Run inside .zoo-envs/gemma4-torch:  python zoo/build/gemma4_hfexport.py
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import gemma4_checkpoint as ck  # noqa: E402
+import gemma4_onnxrun  # noqa: E402
+
+ENV = "zoo/envs/gemma4-torch.txt"
+MODEL = "gemma4-e2b-transformers-export"  # no hub export of this form is known: no zoo.yaml entry
+NAME = "gemma4-hfexport-fp32"
+SAMPLE = [5, 17, 99, 3, 42, 7, 8, 120, 33, 64, 200, 11]  # generate() input the exporter traces with
+COMMAND = ("OnnxExporter().export_for_generation(model, {input_ids: [1, 12], attention_mask: ones}, "
+           "OnnxConfig(dynamic=True)).save_pretrained(out)")
+
+
+def contract() -> dict:
+    lay = ck.kv_layout()
+    sliding = [i for i in range(lay["count"]) if lay["layer_types"][i] == "sliding_attention"]
+    return {
+        "graphs": {"decoder": "decode.onnx", "embed": None, "prefill": "prefill.onnx"},
+        "input_ids": "input_ids", "attention_mask": None, "position_ids": "position_ids",
+        "position_base": 0,
+        "extra_inputs": {f"input.past_key_values.layers.{i}._sliding_window_tensor": "zero" for i in sliding},
+        "kv": {"past": "input.past_key_values.layers.{i}.{kv}s", "present": "output.past_key_values.layers.{i}.{kv}s",
+               "prefill_present": "past_key_values.layers.{i}.{kv}s",
+               "count": lay["count"], "layout": "BNSH", "heads": ck.CONFIG["num_key_value_heads"],
+               "head_dim": lay["head_dim"], "dtype": "float32", "cache": "concat", "max_length": None, "window": None},
+        "logits": "logits",
+    }
+
+
+def strip_metadata(path: Path) -> None:
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    for n in m.graph.node:
+        del n.metadata_props[:]
+        n.doc_string = ""
+    common.atomic_write_bytes(path, m.SerializeToString())
+
+
+def build() -> None:
+    import torch
+    import transformers
+    from transformers.exporters import OnnxConfig, OnnxExporter
+    ckpt = Path(tempfile.mkdtemp(prefix="gemma4-ckpt-"))
+    out = Path(tempfile.mkdtemp(prefix="gemma4-hfexport-"))
+    try:
+        ck.save_checkpoint(ck.make_model(), ckpt)
+        model = ck.load_checkpoint(ckpt)
+        gen = ck.check_generate(model)
+        ids = torch.tensor([SAMPLE])
+        t0 = time.time()
+        exported = OnnxExporter().export_for_generation(
+            model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, OnnxConfig(dynamic=True))
+        exported.save_pretrained(str(out))
+        seconds = round(time.time() - t0, 1)
+        twin = common.TWINS / NAME
+        if twin.exists():
+            shutil.rmtree(twin)
+        twin.mkdir(parents=True)
+        for f in ("prefill.onnx", "prefill.onnx.data", "decode.onnx", "decode.onnx.data", "export.json"):
+            shutil.copy(out / f, twin / f)
+        for f in ("prefill.onnx", "decode.onnx"):
+            strip_metadata(twin / f)
+        saved_config = ck.write_config(ckpt, twin)
+        model = ck.load_checkpoint(ckpt)  # a fresh copy: generate() and the export leave state behind
+        tokens, steps, info = ck.oracle_and_tokens(model, NAME)
+        common.save_oracle(twin / "oracle.npz", steps)
+        c = contract()
+        cmp = common.compare_steps(steps, gemma4_onnxrun.run(twin, c, tokens))
+        manifest = {
+            "name": NAME, "model": MODEL, "form": "transformers-export-prefill-decode", "precision": "fp32",
+            "exporter": {"name": "transformers.exporters.OnnxExporter.export_for_generation",
+                         "version": transformers.__version__, "command": COMMAND, "env": ENV,
+                         "script": "zoo/build/gemma4_hfexport.py"},
+            "reconstruction": None,
+            "checkpoint": {**ck.checkpoint_record(model), "config": saved_config},
+            "contract": c, "tokens": tokens,
+            "oracle": {"kind": "torch-eager", "file": "oracle.npz", "dtype": "float32",
+                       "weights": "the checkpoint's float32 weights"},
+            "build_info": {"kv_sharing": ck.kv_layout(), "init_std": ck.INIT_STD, "generate_check": gen,
+                           "exporter_seconds": seconds, "exporter_sample_input_ids": SAMPLE,
+                           "exporter_versions": {"transformers": transformers.__version__,
+                                                 "torch": torch.__version__.split("+")[0]},
+                           "postprocess": "per-node metadata_props and doc_strings dropped from both graphs",
+                           "eager_steps": info["steps"],
+                           "eager_cached_vs_full_max_abs": info.get("cached_vs_full_max_abs"),
+                           "eager_top1": info["top1"], "ort_cpu_vs_eager": cmp},
+            "notes": ("the _sliding_window_tensor inputs are pass-through scalars (an Identity to the output of "
+                      "the same name), so their value cannot change the logits; fed 0"),
+        }
+        common.write_manifest(twin, manifest)
+        print(NAME, json.dumps(cmp))
+    finally:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    build()
