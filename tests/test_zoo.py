@@ -285,6 +285,8 @@ def test_hub_offline_runs_against_the_oracle_backend_and_records_missing_checksu
         rec = run_cell(c, backends.get("reference"))
         assert rec["status"] == "pass", rec["message"]
         assert "ort-cpu-noopt" in rec["message"] and "no eager oracle" in rec["message"]
+    rec = run_cell(cases[0], backends.get("ort-cpu-noopt"))
+    assert rec["metrics"]["self_oracle"] and rec["message"].startswith("this backend is the oracle")
     lock = json.loads((zoo.with_name("zoo.lock")).read_text())["files"]
     assert any(k.startswith(f"fixture-org/embed@{REV}/onnx/") for k in lock)
     assert "zoo.lock: recorded sha256" in capsys.readouterr().err
@@ -350,6 +352,7 @@ def test_cli_run_zoo_hub_offline_end_to_end(hub, tmp_path, run_cli):
     assert {r["case_id"] for r in recs} == {"zoo/hub/fixture-concat", "zoo/hub/fixture-embed"}
     assert {r["status"] for r in recs} == {"pass"}
     assert all("judged against ort-cpu-noopt" in r["message"] for r in recs)
+    assert not any(r["metrics"].get("self_oracle") for r in recs)
     blob = (cache / "models--fixture-org--concat" / "snapshots" / REV / "onnx" / "model.onnx").resolve()
     blob.write_bytes(b"tampered")
     run_cli("run", "-m", "zoo", "--zoo", "hub", "--backends", "reference", "--quiet", "--out", tmp_path / "t",
