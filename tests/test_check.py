@@ -124,3 +124,16 @@ def test_a_bare_model_with_a_huge_input_is_refused_in_one_line(run_cli, tmp_path
     assert p.returncode == 2, p.stderr
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and "huge.onnx" in err[0] and "GiB" in err[0] and "inputs.npz" in err[0], p.stderr
+
+
+def test_a_cell_matching_another_reading_gates_like_a_pass(run_cli, tmp_path):
+    """ORT CPU's local_window_size=0 reading: `ambiguous` in the table, exit 0 (as pytest and
+    repro.sh), and the bundle's readings are what made it so."""
+    d = tmp_path / "b"
+    run_cli("export", "gqa/prefill-win0-b1-edge1-h2kv1-d16-s8-fp32", "--out", d, check=0)
+    p = run_cli("check", d, "--backends", "ort-cpu", check=0)
+    assert _row(p.stdout, "ort-cpu")[1] == "ambiguous"
+    meta = json.loads((d / "case.json").read_text())
+    meta["readings"] = []
+    (d / "case.json").write_text(json.dumps(meta))
+    assert _row(run_cli("check", d, "--backends", "ort-cpu", check=1).stdout, "ort-cpu")[1] == "mismatch"
