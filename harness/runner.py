@@ -75,6 +75,9 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
     version = version if version is not None else backend.version()
     ok, why = availability if availability is not None else backend.available()
     t0 = time.perf_counter()
+    zoo_only = getattr(backend, "zoo_only", "")  # a whole-model runtime (ort-genai): op cases are not its to run
+    if zoo_only and case.family != "zoo":
+        return _record(case, backend, Status.SKIP, None, zoo_only, 0.0, version)
     if not ok:
         return _record(case, backend, Status.UNAVAILABLE, None, why, 0.0, version)
     try:
@@ -86,7 +89,10 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
     model = model or ModelRef(built.model)
     tol = tolerances.get(case.tolerance)
     try:
-        session = built.driver.prepare(backend.prepare) if built.driver else backend.prepare(model)
+        if built.driver and hasattr(backend, "drive"):  # the backend runs its own decode loop
+            session = backend.drive(built.driver)
+        else:
+            session = built.driver.prepare(backend.prepare) if built.driver else backend.prepare(model)
     except Crashed as e:
         return _record(case, backend, Status.CRASH, None, str(e), time.perf_counter() - t0, version)
     except TimedOut as e:
@@ -110,6 +116,7 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
         except Exception:  # noqa: BLE001
             pass
     seconds = time.perf_counter() - t0
+    note = getattr(session, "note", "")  # how it ran, where that is not the obvious (CUDA nodes on the CPU)
     try:
         j = (built.driver.judge(outputs, tol) if built.driver
              else judge_steps(outputs, built.expected, built.masks, tol))
@@ -123,6 +130,8 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
     if built.alternates:  # which readings this cell could match (the report's ambiguity section)
         j.metrics["readings"] = list(built.alternates)
     message = j.message
+    if note:
+        message = f"{note}; {message}" if message else note
     return _record(case, backend, status, j.metrics, message, seconds, version)
 
 

@@ -1,0 +1,135 @@
+"""The ort-genai column: op cases skip by the harness's rule, a missing package is `unavailable`
+with the install command, the genai_config written from a contract, and (where
+onnxruntime_genai is importable: its own venv, see harness/backends/ort_genai.py) real runs of
+shipped twins through og.Model / og.Generator."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from harness.backends.ort_genai import INSTALL, SKIP_OP_CASES, OrtGenai, genai_config
+from harness.case import Built, Case
+from harness.runner import run_cell
+from harness.zoo.twins import load_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+TWINS = ROOT / "zoo" / "twins"
+HAVE_GENAI = importlib.util.find_spec("onnxruntime_genai") is not None
+needs_genai = pytest.mark.skipif(not HAVE_GENAI, reason="onnxruntime_genai not importable here; run this file in "
+                                 "the ort-genai venv (python -m venv .zoo-envs/ort-genai && "
+                                 ".zoo-envs/ort-genai/bin/pip install -e '.[dev,genai]')")
+
+
+def _op_case() -> Case:
+    def make(rng):
+        g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+        x = np.array([-1.0, 2.0], np.float32)
+        return Built(model=helper.make_model(g), feeds=[{"x": x}], expected=[{"y": np.maximum(x, 0)}])
+
+    return Case(id="test/relu", family="norm", features={}, marks=(), tolerance="fp32-pointwise", make=make)
+
+
+class _Tripwire(OrtGenai):
+    """Fails the test if the runner asks it to load anything for an op case."""
+
+    def drive(self, driver):
+        raise AssertionError("drive() called for an op case")
+
+    def prepare(self, model):
+        raise AssertionError("prepare() called for an op case")
+
+
+def _zoo_case(name: str) -> Case:
+    from harness.zoo.cases import twin_cases
+
+    cases = {c.id: c for c in twin_cases()}
+    assert f"zoo/{name}" in cases, f"twin {name} is not in {TWINS}"
+    return cases[f"zoo/{name}"]
+
+
+@pytest.mark.parametrize("importable", [True, False])
+def test_op_case_is_skip_with_the_reason_whether_or_not_installed(monkeypatch, importable):
+    if not importable:
+        monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)
+    rec = run_cell(_op_case(), _Tripwire())
+    assert rec["status"] == "skip"
+    assert rec["message"] == SKIP_OP_CASES
+
+
+def test_unavailable_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)  # import raises ImportError
+    b = OrtGenai()
+    ok, why = b.available()
+    assert not ok and INSTALL in why and "onnxruntime_genai" in why
+    assert b.version() == "not installed"
+    rec = run_cell(_zoo_case("gemma3-statickv-irbuilt-fp32"), b)
+    assert rec["status"] == "unavailable" and "pip install -e .[genai]" in rec["message"]
+
+
+def test_genai_config_written_from_a_concat_contract():
+    m = load_manifest(TWINS / "qwen25-optimum-fp32")
+    cfg, notes = genai_config(m.contract, TWINS / "qwen25-optimum-fp32", steps=5, prompt=24)
+    hf = json.loads((TWINS / "qwen25-optimum-fp32" / "config.json").read_text())
+    dec = cfg["model"]["decoder"]
+    assert dec["filename"] == m.contract.graphs.decoder
+    assert dec["inputs"]["past_key_names"] == m.contract.kv.past.replace("{i}", "%d").replace("{kv}", "key")
+    assert dec["outputs"]["present_value_names"] == m.contract.kv.present.replace("{i}", "%d").replace("{kv}", "value")
+    assert dec["inputs"].get("attention_mask") == m.contract.attention_mask
+    assert dec["inputs"].get("position_ids") == m.contract.position_ids
+    assert (dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]) == \
+        (m.contract.kv.count, m.contract.kv.heads, m.contract.kv.head_dim)
+    assert cfg["model"]["type"] == hf["model_type"] and cfg["model"]["vocab_size"] == hf["vocab_size"]
+    assert cfg["search"]["max_length"] >= 24 + 4 and cfg["search"]["past_present_share_buffer"] is False
+    assert notes == []
+
+
+def test_genai_config_says_what_a_static_contract_loses():
+    m = load_manifest(TWINS / "gemma3-statickv-irbuilt-fp32")
+    cfg, notes = genai_config(m.contract, TWINS / "gemma3-statickv-irbuilt-fp32", steps=5, prompt=24)
+    assert cfg["model"]["decoder"]["filename"] == m.contract.graphs.decoder
+    assert "attention_mask" not in cfg["model"]["decoder"]["inputs"]
+    text = " ".join(notes)
+    assert m.contract.graphs.prefill in text and "cache_position" in text
+
+
+def test_isolated_or_single_graph_prepare_is_refused_in_words():
+    with pytest.raises(RuntimeError, match="whole zoo models"):
+        OrtGenai().prepare(None)
+
+
+@needs_genai
+def test_builder_twin_runs_with_its_own_genai_config():
+    name = "gemma3-genai-current-q4"
+    if not (TWINS / name / "manifest.json").exists():
+        pytest.fail(f"the model builder twin {name} is missing; build it (onnx-compat twins build {name})")
+    rec = run_cell(_zoo_case(name), OrtGenai())
+    assert rec["status"] in ("pass", "mismatch"), rec["message"]
+    assert "written from the contract" not in rec["message"]
+    steps = rec["metrics"]["steps"]
+    assert len(steps) == 1 + len(load_manifest(TWINS / name).tokens.decode)
+    # GenAI computes the model the eager oracle computes: same greedy token at every step
+    assert all(s["top1"] == 1.0 for s in steps), steps
+
+
+@needs_genai
+def test_twin_without_genai_config_runs_on_a_written_one():
+    rec = run_cell(_zoo_case("qwen25-optimum-fp32"), OrtGenai())
+    assert rec["status"] == "pass", rec["message"]
+    assert rec["message"].startswith("no genai_config.json in the model: one was written from the contract")
+
+
+@needs_genai
+def test_static_form_gets_genais_own_words():
+    rec = run_cell(_zoo_case("gemma3-statickv-irbuilt-fp32"), OrtGenai())
+    assert rec["status"] in ("error", "unsupported"), rec["message"]
+    assert "onnxruntime-genai: " in rec["message"] and "prefill" in rec["message"]
+
