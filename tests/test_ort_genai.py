@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness.backends.ort_genai import INSTALL, SKIP_OP_CASES, OrtGenai, genai_config
+from harness.backends.ort_genai import INSTALL, SKIP_OP_CASES, OrtGenai, genai_config, own_config_folder
 from harness.case import Built, Case
 from harness.runner import run_cell
 from harness.zoo.twins import load_manifest
@@ -99,6 +99,21 @@ def test_genai_config_says_what_a_static_contract_loses():
     assert "attention_mask" not in cfg["model"]["decoder"]["inputs"]
     text = " ".join(notes)
     assert m.contract.graphs.prefill in text and "cache_position" in text
+
+
+def test_own_genai_config_is_found_beside_a_decoder_in_a_subfolder(tmp_path):
+    # a hub builder export keeps genai_config.json next to its model, e.g. cpu_and_mobile/<variant>/
+    # (phi3 twins): it was missed once and a config was written from the contract instead
+    sub = tmp_path / "model" / "cpu_and_mobile" / "v"
+    sub.mkdir(parents=True)
+    (sub / "m.onnx").write_bytes(b"")
+    assert own_config_folder(tmp_path / "model", "cpu_and_mobile/v/m.onnx") is None
+    (tmp_path / "genai_config.json").write_text("{}")  # outside the model's root: not its config
+    assert own_config_folder(tmp_path / "model", "cpu_and_mobile/v/m.onnx") is None
+    (tmp_path / "model" / "genai_config.json").write_text("{}")
+    assert own_config_folder(tmp_path / "model", "cpu_and_mobile/v/m.onnx") == (tmp_path / "model").resolve()
+    (sub / "genai_config.json").write_text("{}")
+    assert own_config_folder(tmp_path / "model", "cpu_and_mobile/v/m.onnx") == sub.resolve()
 
 
 def test_isolated_or_single_graph_prepare_is_refused_in_words():

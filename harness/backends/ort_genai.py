@@ -90,6 +90,19 @@ def genai_config(contract, root: Path, steps: int, prompt: int) -> tuple[dict[st
     return {"model": model, "search": search}, notes
 
 
+def own_config_folder(root: Path, decoder: str) -> Path | None:
+    """The folder of the model's own genai_config.json: the decoder's (a builder export in a hub
+    subfolder keeps it there) or one above it, up to the model's root; None if it has none."""
+    top = Path(root).resolve()
+    d = (top / decoder).parent.resolve()
+    while True:
+        if (d / "genai_config.json").exists():
+            return d
+        if d == top or top not in d.parents:
+            return None
+        d = d.parent
+
+
 def _tokens(driver) -> list[np.ndarray]:
     name = driver.contract.input_ids
     out = []
@@ -108,9 +121,8 @@ class GenaiRun:
         self.note = ""
         root = Path(driver.root)
         tokens = _tokens(driver)
-        if (root / "genai_config.json").exists():
-            folder = root
-        else:
+        folder = own_config_folder(root, driver.contract.graphs.decoder)
+        if folder is None:
             cfg, notes = genai_config(driver.contract, root, len(tokens), tokens[0].shape[1])
             self._tmp = tempfile.mkdtemp(prefix="onnx-compat-genai-")
             for entry in root.iterdir():
