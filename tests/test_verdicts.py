@@ -196,3 +196,19 @@ def test_report_counts_and_colours_ambiguous_apart_and_lists_each_ambiguity():
     html = render(recs, env={"packages": {}})
     assert "Where the operator text is ambiguous" in html and 'class="cell st-ambiguous"' in html
     assert ".st-ambiguous" in html and "Default value is -1 meaning unused." in html
+
+
+def test_int4_cache_expected_bytes_derived_independently():
+    """R14 (unsigned nibbles, offset 8), from the feeds alone: past rows are kept byte for byte and
+    each new row holds clip(round_half_even(k / scale), -8, 7) + 8, low nibble first."""
+    case = next(c for c in gqa.cases("quick") if c.id == "gqa/decode-kvint4-channel-ragged-b2-edge1-h2kv1-d16-s1-past5_8-fp32")
+    built = case.build()
+    f, exp = built.feeds[0], built.expected[0]
+    n, nkv, h = gqa.LAYOUTS["edge1"]
+    k = f["key"].astype(np.float64).reshape(2, 1, nkv, h)
+    scale = f["k_scale"].astype(np.float64).reshape(nkv, h)
+    for b, p in enumerate([5, 8]):
+        assert np.array_equal(exp["present_key"][b, :, :p], f["past_key"][b, :, :p])
+        nib = (np.clip(np.round(k[b, 0] / scale), -8, 7) + 8).astype(np.int64)  # (nkv, h)
+        want = (nib[:, 0::2] + 16 * nib[:, 1::2]).astype(np.uint8)
+        assert np.array_equal(exp["present_key"][b, :, p], want)
