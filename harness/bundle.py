@@ -110,6 +110,10 @@ def _install(tmp: Path, dest: Path) -> None:
 def write_bundle(case: Case, built: Built, dest: str | os.PathLike, backend: str = "ort-cpu") -> Path:
     """Write atomically: a half-written bundle never appears under `dest`, and nothing in `dest`
     that the tool did not write is deleted."""
+    if built.driver is not None and hasattr(built.driver, "write_bundle"):  # a zoo model of several graphs
+        bundle = built.driver.write_bundle(case, built, dest, backend)
+        if bundle is not None:
+            return bundle
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))

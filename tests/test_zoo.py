@@ -410,3 +410,26 @@ def test_plan_refuses_tokens_that_overflow_a_fixed_cache():
     c = _contract(cache="shared_buffer", max_length=3)
     with pytest.raises(ContractError, match="4 tokens do not fit the shared_buffer cache of kv.max_length 3"):
         plan(c, Tokens(batch=1, prompt=[[1, 2, 3]], decode=[[4]]), _inputs(c))
+
+
+@pytest.mark.parametrize("kind", ["embed", "prefill"])
+def test_multigraph_bundle_replays_standalone(twins, tmp_path, kind):
+    """A zoo model of several graphs gets a bundle of its own (graphs, planned feeds, oracle
+    logits, repro.py with the same loop): it passes on ORT, and fails once the oracle is off."""
+    import subprocess
+    import sys
+
+    from harness.bundle import write_bundle
+
+    case = _case(f"fixture-{kind}")
+    dest = write_bundle(case, case.build(), tmp_path / "b")
+    assert (dest / "graphs" / "onnx" / "model.onnx").exists() and json.loads((dest / "case.json").read_text())["pairs"]
+    run = lambda: subprocess.run([sys.executable, "repro.py", "ort-cpu"], cwd=dest, capture_output=True, text=True)  # noqa: E731
+    p = run()
+    assert p.returncode == 0 and "PASS" in p.stdout, p.stdout + p.stderr
+    with np.load(dest / "expected.npz") as z:
+        e = {k: z[k] for k in z.files}
+    e["step2"] = e["step2"] + 0.5
+    np.savez(dest / "expected.npz", **e)
+    p = run()
+    assert p.returncode == 1 and "step 2" in p.stdout and "MISMATCH" in p.stdout

@@ -252,6 +252,16 @@ class ZooDriver:
         self._backend = getattr(getattr(prepare, "__self__", None), "name", None)  # cells run one at a time
         return Driven(self.contract, self.root, self.steps, prepare)
 
+    def write_bundle(self, case, built, dest, backend: str):
+        """Several graphs: a zoo bundle (harness/zoo/bundle.py); one graph: None, the generic
+        bundle (model + per-step feeds + carry) replays it."""
+        g = self.contract.graphs
+        if not (g.embed or g.prefill):
+            return None
+        from .bundle import write_zoo_bundle
+
+        return write_zoo_bundle(case, built, dest, backend)
+
     def judge(self, outputs: Sequence[dict[str, np.ndarray]], tol):
         from .metrics import judge_logits
 
