@@ -95,8 +95,14 @@ def test_genai_config_written_from_a_concat_contract():
 def test_genai_config_says_what_a_static_contract_loses():
     m = load_manifest(TWINS / "gemma3-statickv-irbuilt-fp32")
     cfg, notes = genai_config(m.contract, TWINS / "gemma3-statickv-irbuilt-fp32", steps=5, prompt=24)
-    assert cfg["model"]["decoder"]["filename"] == m.contract.graphs.decoder
-    assert "attention_mask" not in cfg["model"]["decoder"]["inputs"]
+    dec = cfg["model"]["decoder"]
+    assert cfg["model"]["type"] == "decoder-pipeline" and "filename" not in dec
+    assert "attention_mask" not in dec["inputs"]
+    (pre,), (step,) = (list(st.values()) for st in dec["pipeline"])
+    assert (pre["filename"], pre["run_on_prompt"], pre["run_on_token_gen"]) == (m.contract.graphs.prefill, True, False)
+    assert (step["filename"], step["run_on_prompt"], step["run_on_token_gen"]) == (m.contract.graphs.decoder, False, True)
+    assert pre["inputs"] == ["input_ids", "cache_position"] and "past_key_values.0.key" in step["inputs"]
+    assert step["outputs"][0] == "logits" and "present.5.value" in step["outputs"]
     text = " ".join(notes)
     assert m.contract.graphs.prefill in text and "cache_position" in text
 
@@ -140,6 +146,14 @@ def test_twin_without_genai_config_runs_on_a_written_one():
     rec = run_cell(_zoo_case("qwen25-optimum-fp32"), OrtGenai())
     assert rec["status"] == "pass", rec["message"]
     assert rec["message"].startswith("no genai_config.json in the model: one was written from the contract")
+
+
+@needs_genai
+def test_gemma4_two_graph_form_runs_as_a_decoder_pipeline():
+    rec = run_cell(_zoo_case("gemma4-tjs-q4"), OrtGenai())
+    assert rec["status"] in ("pass", "mismatch"), rec["message"]
+    assert "decoder-pipeline" in rec["message"]
+    assert all(s["top1"] == 1.0 for s in rec["metrics"]["steps"]), rec["metrics"]["steps"]
 
 
 @needs_genai

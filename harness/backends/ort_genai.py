@@ -6,8 +6,10 @@ teacher-forced (the manifest's prompt, then each decode token, appended one call
 the logits of every call read back with `get_output("logits")`). The model folder needs a
 `genai_config.json`: a model builder export has one; for any other form one is written from
 the contract into a temporary folder beside links to the model's files, and the cell says
-so. What GenAI does with a form it does not expect (a prefill graph, `cache_position`, an
-embedding graph) is its own message in the cell. Op cases are not GenAI's to run: `skip`.
+so. Separate graphs (an embedding graph, a prefill graph) become a GenAI `decoder-pipeline`
+(stages with run_on_prompt / run_on_token_gen); what GenAI then does with what it has no
+input for (`cache_position`) is its own message in the cell. Op cases are not GenAI's to
+run: `skip`.
 
 onnxruntime-genai pins its own onnxruntime (`pip install -e .[genai]`); where that would
 replace the core's, give the column its own virtual environment.
@@ -41,9 +43,17 @@ def _pattern(name: str, which: str) -> str:
     return name.format(i="%d", kv=which)
 
 
+def _graph_io(path: Path) -> tuple[list[str], list[str]]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    return [i.name for i in m.graph.input if i.name not in inits], [o.name for o in m.graph.output]
+
+
 def genai_config(contract, root: Path, steps: int, prompt: int) -> tuple[dict[str, Any], list[str]]:
-    """A genai_config.json for a zoo model from its contract and config.json, and the notes on
-    what of the contract it cannot say (GenAI's decoder config has no field for it)."""
+    """A genai_config.json for a zoo model from its contract and config.json, and notes on how
+    it was written and what of the contract it cannot say (no GenAI field for it)."""
     hf_path = root / "config.json"
     hf = json.loads(hf_path.read_text()) if hf_path.exists() else {}
     text = hf.get("text_config", hf)
@@ -58,11 +68,12 @@ def genai_config(contract, root: Path, steps: int, prompt: int) -> tuple[dict[st
         inputs["position_ids"] = contract.position_ids
     outputs = {"logits": contract.logits, "present_key_names": _pattern(kv.present, "key"),
                "present_value_names": _pattern(kv.present, "value")}
-    if contract.graphs.prefill:
-        notes.append(f"the prefill graph {contract.graphs.prefill} has no place in a GenAI decoder config: "
-                     f"every call goes to {contract.graphs.decoder}")
-    if contract.graphs.embed:
-        notes.append(f"the embedding graph {contract.graphs.embed} is not in the decoder config")
+    g = contract.graphs
+    if g.prefill or g.embed:
+        notes.append("written as a GenAI decoder-pipeline: " + ", ".join(
+            ([f"{g.embed} on every call"] if g.embed else [])
+            + ([f"{g.prefill} on the prompt (run_on_token_gen false)"] if g.prefill else [])
+            + [f"{g.decoder} on " + ("each new token (run_on_prompt false)" if g.prefill else "every call")]))
     if contract.cache_position:
         notes.append(f"GenAI has no input for {contract.cache_position!r}")
     if contract.position_base:
@@ -77,8 +88,20 @@ def genai_config(contract, root: Path, steps: int, prompt: int) -> tuple[dict[st
                "num_attention_heads": text.get("num_attention_heads", first(kv.heads)),
                "num_hidden_layers": kv.count, "num_key_value_heads": first(kv.heads),
                "inputs": inputs, "outputs": outputs}
+    mtype = text.get("model_type") or hf.get("model_type") or "decoder"
+    if g.prefill or g.embed:
+        stages = []
+        for name, rel, prompt_, token in (("embedding", g.embed, True, True), ("prefill", g.prefill, True, False),
+                                          ("decoder", g.decoder, not g.prefill, True)):
+            if rel:
+                ins, outs = _graph_io(root / rel)
+                stages.append({name: {"filename": rel, "inputs": ins, "outputs": outs,
+                                      "run_on_prompt": prompt_, "run_on_token_gen": token}})
+        del decoder["filename"]
+        decoder["pipeline"] = stages
+        mtype = "decoder-pipeline"
     eos = text.get("eos_token_id", hf.get("eos_token_id", 1))
-    model = {"type": text.get("model_type") or hf.get("model_type") or "decoder",
+    model = {"type": mtype,
              "vocab_size": text.get("vocab_size", 0), "context_length": max(max_length, total),
              "bos_token_id": text.get("bos_token_id", 2) or 0, "eos_token_id": eos if eos is not None else 1,
              "pad_token_id": text.get("pad_token_id", 0) or 0, "decoder": decoder}
