@@ -155,9 +155,12 @@ class ResultsWriter:
         if missing:
             raise ValueError(f"result record lacks {missing}")
         line = json.dumps({k: record[k] for k in RECORD_KEYS}, ensure_ascii=False, allow_nan=False)
-        self._f.write(line + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._f.write(line + "\n")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as e:  # a full disk says nothing of which file: name it
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
         self.done.add((record["case_id"], record["backend"]))
 
     def close(self) -> None:
