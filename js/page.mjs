@@ -6,6 +6,9 @@ import { decode, encode } from './protocol.mjs';
 import { FATAL, makeRunner } from './runner.mjs';
 
 const post = (where, body) => fetch(where, { method: 'POST', body });
+// what goes wrong outside a request (a failed import, a lost reply) reaches the worker's stderr
+addEventListener('error', (e) => post('/log', `error: ${e.message}`));
+addEventListener('unhandledrejection', (e) => post('/log', `unhandled rejection: ${e.reason && (e.reason.stack || e.reason)}`));
 const origin = location.origin;
 ort.env.wasm.wasmPaths = { mjs: `${origin}/ort/ort-wasm-simd-threaded.asyncify.mjs`,
                            wasm: `${origin}/ort/ort-wasm-simd-threaded.asyncify.wasm` };

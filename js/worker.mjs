@@ -30,8 +30,23 @@ export const WASM_FILES = { mjs: 'ort-wasm-simd-threaded.asyncify.mjs', wasm: 'o
 export const SESSION_OPTIONS = { web: { executionProviders: ['wasm'], logSeverityLevel: 3 },
                                  node: { executionProviders: ['cpu'], logSeverityLevel: 3 } };
 
+// stdout is a pipe that libuv may have made non-blocking: a frame larger than the pipe buffer
+// is written in pieces (fs.writeSync can write part of it, or throw EAGAIN while the harness reads)
+const pause = new Int32Array(new SharedArrayBuffer(4));
+function writeFrame(buf) {
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += fs.writeSync(1, buf, off, buf.length - off);
+    } catch (e) {
+      if (e.code !== 'EAGAIN') throw e;
+      Atomics.wait(pause, 0, 0, 1);
+    }
+  }
+}
+
 function send(header, parts = []) {
-  fs.writeSync(1, encode(header, parts));
+  writeFrame(encode(header, parts));
 }
 
 function traceReads() {
@@ -95,6 +110,7 @@ function chromiumRelay() {
     req.on('data', (c) => body.push(c));
     req.on('end', () => {
       const p = url.pathname;
+      if (DEBUG) process.stderr.write(`relay: ${req.method} ${p} ${Buffer.concat(body).length} bytes\n`);
       if (p === '/next') { waiting = res; deliver(); return; }
       if (p === '/reply') {
         let frame = Buffer.concat(body);
@@ -102,7 +118,7 @@ function chromiumRelay() {
           const d = decode(frame);
           frame = Buffer.from(encode({ ...d.header, loaded: [...loaded].sort() }));
         }
-        fs.writeSync(1, frame);
+        writeFrame(frame);
         res.end();
         return;
       }
@@ -130,7 +146,7 @@ function chromiumRelay() {
   server.listen(0, '127.0.0.1', () => {
     const exe = process.env.ONNX_COMPAT_CHROMIUM || 'chromium';
     browser = spawn(exe, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', `--user-data-dir=${profile}`,
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-crash-reporter', '--disable-breakpad', `--user-data-dir=${profile}`,
       `http://127.0.0.1:${server.address().port}/`], { stdio: ['ignore', 'ignore', 'pipe'] });
     let tail = '';
     browser.stderr.on('data', (c) => { tail = (tail + c).slice(-4000); });
@@ -156,6 +172,7 @@ function chromiumRelay() {
 
 // tests of the harness's isolation: ONNX_COMPAT_JS_FAULT=crash|hang breaks every `run`
 const FAULT = process.env.ONNX_COMPAT_JS_FAULT;
+const DEBUG = process.env.ONNX_COMPAT_JS_DEBUG;
 function fault() {
   if (FAULT === 'crash') process.kill(process.pid, 'SIGSEGV');
   if (FAULT === 'hang') for (;;) {} // eslint-disable-line no-empty

@@ -91,6 +91,20 @@ def test_every_dtype_crosses_the_boundary_bit_for_bit(name):
         worker.close()
 
 
+@pytest.mark.parametrize("name", ["ort-node", "ort-web", "ort-web-chromium"])
+def test_a_frame_larger_than_a_pipe_buffer_arrives_whole(name):
+    """4 MiB each way: stdout is a pipe Node may make non-blocking, so a reply larger than its
+    64 KiB buffer goes out in pieces; once the relay wrote one piece and dropped the rest."""
+    _need(name)
+    x = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    backend = get(name, timeout=60)
+    try:
+        out = backend.prepare(ModelRef(_identity_model({"x": (TensorProto.FLOAT, [1024, 1024])}))).run({"x": x})
+    finally:
+        backend.close()
+    assert _same_bits(out["x_out"], x)
+
+
 def _identity_model(dtypes: dict[str, tuple[int, list[int]]], opset: int = 21) -> onnx.ModelProto:
     nodes, ins, outs = [], [], []
     for n, (t, shape) in dtypes.items():

@@ -173,8 +173,10 @@ class JsWorker:
                 return frame
             left = deadline - time.monotonic()
             if left <= 0:
+                tail = self._stderr_tail()
                 self.kill()
-                raise TimedOut(f"no answer from the {self.mode} worker within {limit:g} s ({op}); worker killed")
+                raise TimedOut(f"no answer from the {self.mode} worker within {limit:g} s ({op}); worker killed"
+                               + (f"; stderr: {tail[-800:]}" if tail else ""))
             ready, _, _ = select.select([fd], [], [], min(left, 1.0))
             if ready:
                 chunk = os.read(fd, 1 << 20)
