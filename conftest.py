@@ -36,6 +36,46 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for name, doc in all_marks().items():
         config.addinivalue_line("markers", f"{name}: {doc}")
+    _check_backend_option(config)
+
+
+def _check_backend_option(config) -> None:
+    """A misspelt --backend is one usage error, before collection (not one traceback per family)."""
+    from harness import backends
+
+    raw = config.getoption("--backend")
+    if not raw:
+        return
+    known = backends.names()
+    for name in (n.strip() for spec in raw for n in spec.split(",")):
+        if name and name not in known:
+            raise pytest.UsageError(f"--backend {name!r}: unknown backend; choose from: {', '.join(known)}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """`-m` naming no mark that any test carries would deselect everything without a word; say
+    so in one line, with the marks there are. Expressions that select something, such as
+    `not slow`, are pytest's business, as are its own marks (parametrize, skipif ...)."""
+    import re
+
+    from _pytest.mark.expression import Expression
+
+    expr = config.getoption("markexpr", None)
+    if not expr or not items:
+        return
+    try:
+        compiled = Expression.compile(expr)
+    except Exception:  # noqa: BLE001 - pytest reports a malformed expression itself
+        return
+    carried = [{m.name for m in item.iter_markers()} for item in items]
+    if any(compiled.evaluate(lambda name, _m=m, **_kw: name in _m) for m in carried):
+        return
+    registered = {ln.split(":")[0].split("(")[0].strip() for ln in config.getini("markers")}
+    known = set(all_marks()) | registered | set().union(*carried)
+    unknown = [n for n in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr) if n not in ("and", "or", "not") and n not in known]
+    if unknown:
+        raise pytest.UsageError(f"-m {expr!r}: unknown mark {unknown[0]!r}; case marks: {', '.join(sorted(all_marks()))}")
 
 
 def _selected_backends(config) -> list[str]:

@@ -1,0 +1,46 @@
+"""pytest's own options, as the CLI treats them (issue 10, item 6): a misspelt --backend or a
+-m naming no mark is one line naming the option and the valid values, not a traceback per
+family or a silent "everything deselected"; expressions that select something still work."""
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def pytest_run(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "--collect-only", "-q", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _usage_error(rc, text, *words):
+    assert rc == 4, text  # pytest's usage-error exit code
+    assert "Traceback" not in text, text
+    err = [ln for ln in text.splitlines() if ln.startswith("ERROR")]
+    assert len(err) == 1, text
+    for w in words:
+        assert w in err[0], err[0]
+
+
+def test_misspelt_backend_is_one_line_with_the_valid_names():
+    rc, text = pytest_run("cases/norms.py", "cases/rotary.py", "--backend", "trac")
+    _usage_error(rc, text, "--backend", "'trac'", "tract", "reference", "ort-cpu")
+    assert text.count("trac'") == 1
+
+
+def test_a_mark_no_case_carries_is_one_line_with_the_marks():
+    rc, text = pytest_run("cases/norms.py", "--backend", "reference", "-m", "gqa_decod")
+    _usage_error(rc, text, "-m", "'gqa_decod'", "gqa_decode", "norm")
+
+
+def test_expressions_that_select_keep_working():
+    rc, text = pytest_run("cases/norms.py", "--backend", "reference", "-m", "norm and not fp16")
+    assert rc == 0 and "deselected" in text, text
+    rc, text = pytest_run("tests/test_results.py", "-m", "not slow")  # a mark nothing carries, negated
+    assert rc == 0 and "6 tests collected" in text, text
+    rc, text = pytest_run("tests/test_hardening_errors.py", "-m", "parametrize")  # pytest's own mark
+    assert rc == 0 and "5/" in text and "deselected" in text, text
