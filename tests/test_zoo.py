@@ -433,3 +433,20 @@ def test_multigraph_bundle_replays_standalone(twins, tmp_path, kind):
     np.savez(dest / "expected.npz", **e)
     p = run()
     assert p.returncode == 1 and "step 2" in p.stdout and "MISMATCH" in p.stdout
+
+
+def test_build_argv_and_dot_folders_are_not_twins(twins, monkeypatch):
+    from harness.zoo import build
+    from harness.zoo.twins import manifest_dirs
+
+    shutil.copytree(twins / "fixture-concat", twins / ".fixture-concat.tmp123")  # a builder's write in progress
+    assert all(not d.name.startswith(".") for d in manifest_dirs())
+    monkeypatch.setattr(build, "env_python", lambda req, log=None: f"<{req.name}>")
+    m = load_manifest(twins / "fixture-concat").model_copy(update={"exporter": Manifest.model_fields["exporter"]
+                                                                   .annotation(name="b", version="1",
+                                                                               env="zoo/envs/x.txt",
+                                                                               command="python -m builder -i ckpt",
+                                                                               script="zoo/build/s.py")})
+    assert build.build_argv(m, "fixture-concat") == ["<x.txt>", "zoo/build/s.py", "fixture-concat"]
+    m2 = m.model_copy(update={"exporter": m.exporter.model_copy(update={"command": "python zoo/build/s.py fp16"})})
+    assert build.build_argv(m2, "fixture-concat") == ["<x.txt>", "zoo/build/s.py", "fp16"]

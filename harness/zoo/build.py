@@ -62,21 +62,34 @@ def _shape(m: Manifest) -> dict:
             for g, s in m.graphs.items()}
 
 
+def build_argv(m: Manifest, name: str, log=sys.stderr) -> list[str]:
+    """The build command: `exporter.command` when it runs the twin's `exporter.script` (the
+    optimum / static-KV / Gemma-4 scripts record their own invocation), else `python <script>
+    <name>` (the GenAI twins record the builder's command, which the script runs inside)."""
+    ex = m.exporter
+    if not ex.env or not (ex.command or ex.script):
+        raise ZooError(f"{name}/manifest.json: exporter.env and exporter.script (or command) are needed to rebuild it")
+    argv = shlex.split(ex.command or "")
+    if not (ex.script and len(argv) >= 2 and argv[0].startswith("python") and argv[1] == ex.script):
+        if not ex.script:
+            if not argv or not argv[0].startswith("python"):
+                raise ZooError(f"{name}/manifest.json: exporter.command {ex.command!r} is not a Python command")
+        else:
+            argv = ["python", ex.script, name]
+    argv[0] = str(env_python(ROOT / ex.env, log))
+    return argv
+
+
 def build(name: str, log=sys.stderr) -> dict:
     d = twins_dir() / name
     before = load_manifest(d)
-    ex = before.exporter
-    if not ex.command or not ex.env:
-        raise ZooError(f"{d / 'manifest.json'}: exporter.command and exporter.env are needed to rebuild {name}")
-    argv = shlex.split(ex.command)
-    if argv and argv[0].startswith("python"):
-        argv[0] = str(env_python(ROOT / ex.env, log))
+    argv = build_argv(before, name, log)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise ZooError(f"twins build {name}: `{ex.command}` exited {proc.returncode}: {tail[0]}")
+        raise ZooError(f"twins build {name}: `{shlex.join(argv)}` exited {proc.returncode}: {tail[0]}")
     after = load_manifest(d)
     verify_files(d, after.files, f"{name}/manifest.json")
     changed = [g for g in set(_shape(before)) | set(_shape(after)) if _shape(before).get(g) != _shape(after).get(g)]

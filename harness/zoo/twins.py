@@ -58,7 +58,8 @@ def load_manifest(twin_dir: str | os.PathLike) -> Manifest:
 
 def manifest_dirs() -> list[Path]:
     d = twins_dir()
-    return sorted(p.parent for p in d.glob("*/manifest.json")) if d.is_dir() else []
+    # a dot-folder is a builder's twin being written (temp + rename): not a twin yet
+    return sorted(p.parent for p in d.glob("*/manifest.json") if not p.parent.name.startswith(".")) if d.is_dir() else []
 
 
 def sha256_file(path: str | os.PathLike) -> str:
