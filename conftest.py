@@ -160,7 +160,8 @@ class CaseItem(pytest.Item):
         if isinstance(excinfo.value, CellFailed):
             r = excinfo.value.record
             m = r["metrics"] or {}
-            keys = ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol", "worst_output", "first_bad_step")
+            keys = ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol", "worst_output", "first_bad_step",
+                    "top1", "top5", "kl", "oracle")  # the last four: zoo models (worst step)
             metrics = ", ".join(f"{k}={m[k]:.4g}" if isinstance(m.get(k), float) else f"{k}={m[k]}" for k in keys if k in m)
             tol = r["tolerance"]
             return (f"{r['status'].upper()}: {self.case.id} on {r['backend']} ({r['backend_version']})\n"
