@@ -450,3 +450,25 @@ def test_build_argv_and_dot_folders_are_not_twins(twins, monkeypatch):
     assert build.build_argv(m, "fixture-concat") == ["<x.txt>", "zoo/build/s.py", "fixture-concat"]
     m2 = m.model_copy(update={"exporter": m.exporter.model_copy(update={"command": "python zoo/build/s.py fp16"})})
     assert build.build_argv(m2, "fixture-concat") == ["<x.txt>", "zoo/build/s.py", "fp16"]
+
+
+REAL = {"gemma3-genai-current-fp32": "sliding_window", "gemma3-statickv-irbuilt-fp32": "static",
+        "gemma4-tjs-fp32": "concat", "qwen25-optimum-fp32": "concat"}
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_shipped_fp32_twins_pass_on_ort_cpu(name):
+    """The loop on real exports of each cache kind and graph layout (windowed GQA with global
+    layers, prefill + decode static cache, embed + decoder): ORT CPU matches their eager
+    oracles on every step (measured NMSE <= 2e-12), as the builders' own checks also found."""
+    root = Path(__file__).resolve().parents[1] / "zoo" / "twins" / name
+    if not (root / "manifest.json").exists():
+        pytest.skip(f"twin {name} not shipped in this checkout")
+    from harness import case as case_mod
+
+    case_mod._CACHE.clear()
+    case = next(c for c in zoo_cases("twins") if c.id == f"zoo/{name}")
+    assert case.features["cache"] == REAL[name]
+    rec = run_cell(case, backends.get("ort-cpu"))
+    assert rec["status"] == "pass", rec["message"]
+    assert rec["metrics"]["top1"] == 1.0 and len(rec["metrics"]["steps"]) == 5

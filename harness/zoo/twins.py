@@ -18,7 +18,7 @@ DEFAULT_ZOO = ROOT / "zoo.yaml"
 
 def twins_dir() -> Path:
     """zoo/twins/ of this checkout, or $ONNX_COMPAT_TWINS (tests point it at fixtures)."""
-    return Path(os.environ.get("ONNX_COMPAT_TWINS", ROOT / "zoo" / "twins"))
+    return Path(os.environ.get("ONNX_COMPAT_TWINS") or ROOT / "zoo" / "twins")
 
 
 def zoo_path(path: str | os.PathLike | None = None) -> Path:
