@@ -36,14 +36,21 @@ STDERR_TAIL = 20000
 _PR_SET_PDEATHSIG = 1
 
 
+def _find_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _find_prctl()  # looked up once, here: a forked child must not call dlopen
+
+
 def die_with_parent(expected_parent: int | None = None) -> None:
     """Linux: this process gets SIGKILL when its parent dies (kill -9 included), so no worker
     outlives the run. If the parent is already gone (`expected_parent` differs), exit now."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if expected_parent is not None and os.getppid() != expected_parent:
         os._exit(1)
 
@@ -275,4 +282,5 @@ def _describe(e: BaseException) -> str:
 def _main() -> None:  # pragma: no cover - the worker's entry point (see _BOOT)
     parent = os.environ.get("ONNX_COMPAT_WORKER_PARENT")
     die_with_parent(int(parent) if parent else None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's: a worker dead of it would read as a crash
     _serve(sys.argv[1], float(os.environ.get("ONNX_COMPAT_WORKER_TIMEOUT", "120")))
