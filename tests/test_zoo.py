@@ -472,3 +472,13 @@ def test_shipped_fp32_twins_pass_on_ort_cpu(name):
     rec = run_cell(case, backends.get("ort-cpu"))
     assert rec["status"] == "pass", rec["message"]
     assert rec["metrics"]["top1"] == 1.0 and len(rec["metrics"]["steps"]) == 5
+
+
+def test_multigraph_bundle_links_big_files(twins, tmp_path, monkeypatch):
+    from harness.bundle import write_bundle
+    from harness.zoo import bundle as zb
+
+    monkeypatch.setattr(zb, "LINK_OVER", 0)  # every file counts as big
+    case = _case("fixture-embed")
+    dest = write_bundle(case, case.build(), tmp_path / "b")
+    assert (dest / "graphs" / "onnx" / "model.onnx").is_symlink()

@@ -21,6 +21,9 @@ from .. import tolerances
 from .decode import kv_names
 
 
+LINK_OVER = 64 << 20  # bytes
+
+
 def write_zoo_bundle(case, built, dest: str | os.PathLike, backend: str = "ort-cpu") -> Path:
     from ..bundle import _install
 
@@ -36,7 +39,10 @@ def write_zoo_bundle(case, built, dest: str | os.PathLike, backend: str = "ort-c
                               and q != src]:
                 target = tmp / "graphs" / p.relative_to(d.root)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(p, target)
+                if p.stat().st_size > LINK_OVER:  # a hub model's weights stay in the hub cache: linked, not copied
+                    os.symlink(p.resolve(), target)
+                else:
+                    shutil.copyfile(p, target)
         feeds = {}
         for i, s in enumerate(d.steps):
             feeds.update({f"{i}|main|{k}": v for k, v in s.feeds.items()})
