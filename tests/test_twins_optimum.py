@@ -115,8 +115,23 @@ def test_twin_is_small_and_its_oracle_not_degenerate(name):
 def test_rebuild_with_the_real_exporter_is_bit_identical(tmp_path):
     name = "qwen25-optimum-q4"
     r = subprocess.run([str(ENV_PY), "zoo/build/optimum_twins.py", name, "--out", str(tmp_path)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+                       cwd=ROOT, check=False, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     new, old = json.loads((tmp_path / name / "manifest.json").read_text()), manifest(name)
     assert new["files"] == old["files"]
     assert new["graphs"] == old["graphs"]
+
+
+def test_build_script_refuses_an_unknown_twin_and_a_python_without_optimum(tmp_path):
+    import sys
+
+    r = subprocess.run([sys.executable, "zoo/build/optimum_twins.py", "qwen25-optimum-int8"], cwd=ROOT,
+                       check=False, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "unknown twin qwen25-optimum-int8" in r.stderr and "qwen25-optimum-q4" in r.stderr
+    if Path(sys.executable).with_name("optimum-cli").exists():
+        pytest.skip("this Python has optimum-cli")
+    code = ("import sys; sys.path.insert(0, 'zoo/build'); import optimum_twins as o; "
+            "from pathlib import Path; o.export(Path('ckpt'), Path('out'))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True)
+    assert r.returncode == 1 and "no optimum-cli beside" in r.stderr and "zoo/envs/optimum.txt" in r.stderr

@@ -26,10 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 ENV_FILE = "zoo/envs/optimum.txt"
 SCRIPT = "zoo/build/optimum_twins.py"
@@ -101,7 +99,10 @@ def export(ckpt: Path, out: Path) -> tuple[str, str]:
     cmd = ["optimum-cli", "export", "onnx", "--model", str(ckpt), "--task", "text-generation-with-past", str(out)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     exe = Path(sys.executable).with_name("optimum-cli")
-    r = subprocess.run([str(exe)] + cmd[1:], capture_output=True, text=True, env=env)
+    if not exe.exists():
+        raise SystemExit(f"{SCRIPT}: no optimum-cli beside {sys.executable}; run it with the Python of the "
+                         f"exporter environment (.zoo-envs/optimum, from {ENV_FILE})")
+    r = subprocess.run([str(exe), *cmd[1:]], check=False, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"optimum-cli export failed (exit {r.returncode}):\n{r.stderr[-4000:]}")
     shown = "optimum-cli export onnx --model ckpt --task text-generation-with-past out"
