@@ -75,7 +75,8 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
     version = version if version is not None else backend.version()
     ok, why = availability if availability is not None else backend.available()
     t0 = time.perf_counter()
-    zoo_only = getattr(backend, "zoo_only", "")  # a whole-model runtime (ort-genai): op cases are not its to run
+    # a whole-model runtime (ort-genai): op cases are not its to run, isolated in a worker or not
+    zoo_only = getattr(getattr(backend, "inner", backend), "zoo_only", "")
     if zoo_only and case.family != "zoo":
         return _record(case, backend, Status.SKIP, None, zoo_only, 0.0, version)
     if not ok:

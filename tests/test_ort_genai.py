@@ -65,6 +65,17 @@ def test_op_case_is_skip_with_the_reason_whether_or_not_installed(monkeypatch, i
     assert rec["message"] == SKIP_OP_CASES
 
 
+def test_op_case_is_skip_under_worker_isolation_too():
+    from harness.backends.worker import IsolatedBackend
+
+    b = IsolatedBackend(_Tripwire())  # what --isolate hands the runner; no worker is started for a skip
+    try:
+        rec = run_cell(_op_case(), b)
+    finally:
+        b.close()
+    assert (rec["status"], rec["message"]) == ("skip", SKIP_OP_CASES)
+
+
 def test_unavailable_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)  # import raises ImportError
     b = OrtGenai()
