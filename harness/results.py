@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -24,6 +25,7 @@ class OutDirBusy(RuntimeError):
 
 
 LOCK_NAME = ".lock"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _HELD: dict[str, int] = {}
 
 
@@ -98,12 +100,8 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     for i, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
-        try:
-            rec = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-        except UnicodeDecodeError:
-            if i == len(lines):
-                break  # a kill in the middle of a multi-byte character
-            raise ResultsError(f"{path}:{i}: not UTF-8 text; is this a results.jsonl?") from None
+        try:  # bytes that are not UTF-8 become U+FFFD: a message is kept, not the whole file lost
+            rec = json.loads(raw.decode("utf-8", errors="replace"), parse_constant=_no_constant)
         except ValueError as e:
             if i == len(lines):
                 break  # the partial tail a killed run leaves
@@ -155,6 +153,8 @@ class ResultsWriter:
         if missing:
             raise ValueError(f"result record lacks {missing}")
         line = json.dumps({k: record[k] for k in RECORD_KEYS}, ensure_ascii=False, allow_nan=False)
+        # a backend's message may hold lone surrogates (bytes decoded with surrogateescape): U+FFFD
+        line = _SURROGATE.sub("\ufffd", line)
         try:
             self._f.write(line + "\n")
             self._f.flush()

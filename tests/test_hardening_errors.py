@@ -111,3 +111,12 @@ def test_memory_error_is_one_line_with_the_run_code(tmp_path):
     """
     proc = _main_with(patch, "run", *ONE, "--backends", "reference", "--out", tmp_path / "o", "--quiet", "--no-report")
     _one_line(proc, 3, "out of memory")
+
+
+def test_a_message_with_a_lone_surrogate_is_written_not_fatal(tmp_path):
+    from harness.results import ResultsWriter
+
+    with ResultsWriter(tmp_path / "results.jsonl", resume=False) as w:
+        w.append({**GOOD, "message": "path b'\\xff' decoded as \udcff"})
+    (rec,) = read_results(tmp_path / "results.jsonl")
+    assert rec["message"].endswith("decoded as \ufffd")
