@@ -287,6 +287,11 @@ def test_hub_offline_runs_against_the_oracle_backend_and_records_missing_checksu
         assert "ort-cpu-noopt" in rec["message"] and "no eager oracle" in rec["message"]
     rec = run_cell(cases[0], backends.get("ort-cpu-noopt"))
     assert rec["metrics"]["self_oracle"] and rec["message"].startswith("this backend is the oracle")
+    from harness.bundle import write_bundle  # a hub model's bundle: the zoo kind, files from the cache
+
+    dest = write_bundle(cases[0], cases[0].build(), cache.parent / "bundle")
+    assert json.loads((dest / "case.json").read_text())["kind"] == "zoo"
+    assert (dest / "graphs" / "onnx" / "model.onnx").exists()
     lock = json.loads((zoo.with_name("zoo.lock")).read_text())["files"]
     assert any(k.startswith(f"fixture-org/embed@{REV}/onnx/") for k in lock)
     assert "zoo.lock: recorded sha256" in capsys.readouterr().err

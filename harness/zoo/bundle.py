@@ -51,7 +51,7 @@ def write_zoo_bundle(case, built, dest: str | os.PathLike, backend: str = "ort-c
         np.savez(tmp / "expected.npz", **{f"step{i}": e for i, e in enumerate(d.expected)})
         tol = tolerances.get(case.tolerance)
         meta = {"case_id": case.id, "family": case.family, "features": dict(case.features), "oracle": d.oracle,
-                "kind": "zoo-multigraph", "graphs": {"embed": d.contract.graphs.embed,
+                "kind": "zoo", "graphs": {"embed": d.contract.graphs.embed,
                                                      "steps": [s.graph for s in d.steps]},
                 "pairs": kv_names(d.contract), "logits": d.contract.logits, "tolerance": tol.as_record(),
                 "tolerance_reason": tol.reason}

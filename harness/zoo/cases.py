@@ -50,13 +50,16 @@ def _features(m: Manifest | None, contract: Contract, **extra) -> dict[str, Any]
     return f
 
 
-def built_for(contract: Contract, tokens: Tokens, root: Path, expected: list[np.ndarray], oracle: str) -> Built:
+def built_for(contract: Contract, tokens: Tokens, root: Path, expected: list[np.ndarray], oracle: str,
+              weights: bool = True) -> Built:
+    """`weights`: load the decoder's external data into Built.model (twins: small, and the
+    generic bundle saves it); hub models keep only the graph (their bundles link the files)."""
     steps = load_plan(contract, tokens, root)
     if len(expected) != len(steps):
         raise ZooError(f"{root}: the oracle has {len(expected)} steps, the tokens make {len(steps)}")
     decoder = root / contract.graphs.decoder
     single = not (contract.graphs.embed or contract.graphs.prefill)
-    model = onnx.load(str(decoder), load_external_data=single and decoder.stat().st_size < (64 << 20))
+    model = onnx.load(str(decoder), load_external_data=weights and single)
     return Built(model=model, feeds=[s.feeds for s in steps], expected=[{contract.logits: e} for e in expected],
                  carry={q: p for p, q in kv_names(contract)} if single else {}, oracle=oracle,
                  driver=ZooDriver(contract, root, steps, expected, oracle))

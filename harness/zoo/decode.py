@@ -253,10 +253,11 @@ class ZooDriver:
         return Driven(self.contract, self.root, self.steps, prepare)
 
     def write_bundle(self, case, built, dest, backend: str):
-        """Several graphs: a zoo bundle (harness/zoo/bundle.py); one graph: None, the generic
-        bundle (model + per-step feeds + carry) replays it."""
+        """Several graphs, or a hub model (weights left in the hub cache): a zoo bundle
+        (harness/zoo/bundle.py); a twin of one graph: None, the generic bundle (model +
+        per-step feeds + carry) replays it."""
         g = self.contract.graphs
-        if not (g.embed or g.prefill):
+        if not (g.embed or g.prefill or self.oracle_backend):
             return None
         from .bundle import write_zoo_bundle
 

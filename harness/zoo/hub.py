@@ -152,7 +152,8 @@ def _make_hub(entry_json: str, oracle: str, rng=None) -> Built:
         raise ZooError(f"oracle backend {oracle} could not run {entry.name}: {type(e).__name__}: {e}") from None
     finally:
         b.close()
-    built = built_for(entry.contract, tokens, root, expected, f"{oracle} (no eager oracle for a hub model)")
+    built = built_for(entry.contract, tokens, root, expected, f"{oracle} (no eager oracle for a hub model)",
+                      weights=False)
     built.driver.oracle_backend = oracle
     return built
 
