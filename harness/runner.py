@@ -164,13 +164,13 @@ _INFLIGHT: inflight.InFlight | None = None
 
 
 def _init_worker(names: Sequence[str], isolate: bool, timeout: float, out_dir: str | None = None,
-                 parent: int | None = None) -> None:
-    """Set up the process that runs cells: the run's own process (jobs 1) or a pool worker
-    (`parent` given: it dies with the run, and closes its backends when the pool ends it)."""
+                 parent: int | None = None, pool: bool = False, tmp: str | None = None) -> None:
+    """Set up the process that runs cells: the run's own process (--in-process) or a pool
+    worker (`pool`: it dies with its parent, and closes its backends when the pool ends it)."""
     import warnings
 
     global _INFLIGHT
-    if parent is not None:
+    if pool:
         from multiprocessing.util import Finalize
 
         from .backends.worker import die_with_parent
@@ -179,6 +179,7 @@ def _init_worker(names: Sequence[str], isolate: bool, timeout: float, out_dir: s
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the run's handler, inherited by fork
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle
         Finalize(None, _close_worker, exitpriority=10)
+        tempfile.tempdir = tmp  # the run's temp root, removed when the run ends
     # onnx.reference's softmax warns on fully masked rows, which some cases have on purpose
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"onnx\.reference")
     _WORKER_BACKENDS.clear()
@@ -337,10 +338,11 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
     from tqdm import tqdm
 
     bar = tqdm(total=n_cells, unit="cell", delay=2.0, disable=not progress, file=log, dynamic_ncols=True)
-    run_tmp = tempfile.mkdtemp(prefix="onnx-compat-run-")
-    old_tempdir, tempfile.tempdir = tempfile.tempdir, run_tmp  # every worker's temp files, removed at the end
+    run_tmp = tempfile.mkdtemp(prefix="onnx-compat-run-")  # every cell's temp files, removed at the end
+    old_tempdir = tempfile.tempdir
     try:
         if in_process:
+            tempfile.tempdir = run_tmp
             _init_worker(backend_names, isolate, timeout, str(out))
             for case, names in pending:
                 bar.set_postfix_str(case.id[-60:], refresh=False)
@@ -351,7 +353,7 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
         else:
             _RUN_CASES.update(by_id)
             _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, max(1, jobs), out, writer, emit,
-                      record_deaths)
+                      record_deaths, run_tmp)
     finally:
         _RUN_CASES.clear()
         bar.close()
@@ -363,7 +365,7 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
 
 
 def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, out: Path, writer, emit,
-              record_deaths) -> None:
+              record_deaths, run_tmp: str) -> None:
     """Cases over a process pool. A worker that dies takes the pool with it (BrokenProcessPool):
     the cell it died on becomes `crash` (its fatal dump names the signal), and every case not
     finished runs again in a fresh pool. A death with no fatal dump (killed from outside, out
@@ -371,8 +373,10 @@ def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, 
     todo = list(pending)
     charged: dict[tuple[str, str | None], int] = {}
     while todo:
-        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                                   initargs=(list(backend_names), isolate, timeout, str(out), os.getpid()))
+        ctx = _pool_context()
+        parent = os.getpid() if ctx.get_start_method() == "fork" else None  # else the forkserver is the parent
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(list(backend_names), isolate, timeout, str(out), parent, True, run_tmp))
         broken: list[tuple[Case, list[str]]] = []
         try:
             futures = [(pool.submit(_run_case_by_id, c.id, grid, names, repro_root), c, names) for c, names in todo]
@@ -406,6 +410,22 @@ def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, 
             record_deaths(repeat)
         todo = [(c, left) for c, names in broken
                 if (left := [n for n in names if (c.id, n) not in writer.done])]
+
+
+def _pool_context(maps: str | None = None):
+    """fork is cheapest (workers inherit the loaded cases), but CUDA does not survive a fork
+    once this process has initialised it (ort-cuda's availability check does): then the
+    workers come from a forkserver, which never touched the GPU."""
+    import multiprocessing as mp
+
+    if maps is None:
+        try:
+            maps = Path("/proc/self/maps").read_text()
+        except OSError:
+            return mp.get_context()  # not Linux: the platform's default
+    if "libcuda" in maps or "fork" not in mp.get_all_start_methods():
+        return mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    return mp.get_context("fork")
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
