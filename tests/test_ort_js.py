@@ -337,3 +337,19 @@ def test_node_and_chromium_give_the_same_bits():
 def test_install_js_without_npm_says_what_to_install(run_cli, tmp_path):
     proc = run_cli("install-js", env={"PATH": str(tmp_path), "ONNX_COMPAT_NODE": str(tmp_path / "node")})
     assert proc.returncode == 2 and "needs `node` and `npm` on PATH" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["ort-node", "ort-web"])
+def test_a_refusal_the_operator_text_requires_of_the_cpu_ep_is_conformant(name):
+    """Both columns run ORT's CPU EP kernels (natively, or compiled to WASM), so GQA's q/k-norm
+    inputs, which the schema says the CPU EP rejects, get `unsupported` as on ort-cpu, not `error`."""
+    _need(name)
+    from harness.registry import load_cases, select
+
+    case = select(load_cases("quick"), "prefill-rotary-qknorm-b1-qwen2", None)[0]
+    backend = get(name)
+    try:
+        rec = run_cell(case, backend)
+    finally:
+        backend.close()
+    assert rec["status"] == "unsupported" and "required_refusal" in rec["metrics"], rec

@@ -331,6 +331,7 @@ class OrtNode(OrtJsBackend):
     description = "onnxruntime-node (npm), CPU EP, in a Node worker (onnx-compat install-js)"
     mode = "node"
     package = "onnxruntime-node"
+    provider = "CPUExecutionProvider"  # what refusals the operator text requires are matched on
 
     @property
     def detail(self) -> str:
@@ -342,6 +343,8 @@ class OrtWeb(OrtJsBackend):
     description = "onnxruntime-web WASM EP as transformers.js 4.3 loads it, in a Node worker (onnx-compat install-js)"
     mode = "web"
     package = "onnxruntime-web"
+    # the WASM EP runs ORT's CPU EP kernels compiled to WASM (its refusals name ep:'CPUExecutionProvider')
+    provider = "CPUExecutionProvider"
 
     @property
     def detail(self) -> str:
