@@ -18,31 +18,32 @@ which 5.14 does not know), so each twin's config.json is what its exporter saw.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 SEED = 0
 INIT_STD = 0.25  # weights: a std that gives non-degenerate logits through the tiny stack (top-1 varies)
 WINDOW = 8
 
-CONFIG = dict(
-    vocab_size=256, vocab_size_per_layer_input=256, hidden_size=64, intermediate_size=128,
-    num_hidden_layers=6,
-    layer_types=["sliding_attention", "sliding_attention", "full_attention",
-                 "sliding_attention", "sliding_attention", "full_attention"],
-    num_kv_shared_layers=2, num_attention_heads=2, num_key_value_heads=1,
-    head_dim=32, global_head_dim=64, hidden_size_per_layer_input=16, use_double_wide_mlp=True,
-    sliding_window=WINDOW, final_logit_softcapping=30.0, max_position_embeddings=128,
-    rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-                     "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
-                                        "rope_theta": 1_000_000.0}},
-    rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
-    pad_token_id=0, eos_token_id=1, bos_token_id=2,
-)
+CONFIG = {
+    "vocab_size": 256, "vocab_size_per_layer_input": 256, "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 6,
+    "layer_types": ["sliding_attention", "sliding_attention", "full_attention",
+                    "sliding_attention", "sliding_attention", "full_attention"],
+    "num_kv_shared_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+    "head_dim": 32, "global_head_dim": 64, "hidden_size_per_layer_input": 16, "use_double_wide_mlp": True,
+    "sliding_window": WINDOW, "final_logit_softcapping": 30.0, "max_position_embeddings": 128,
+    "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                        "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                           "rope_theta": 1_000_000.0}},
+    "rms_norm_eps": 1e-6, "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True,
+    "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2,
+}
 
 
 def kv_layout() -> dict:
@@ -62,7 +63,7 @@ def make_model():
     import torch
     from transformers import Gemma4ForCausalLM, Gemma4TextConfig
     torch.manual_seed(SEED)
-    cfg = Gemma4TextConfig(**CONFIG)
+    cfg = Gemma4TextConfig(**copy.deepcopy(CONFIG))
     cfg._attn_implementation = "eager"
     model = Gemma4ForCausalLM(cfg).eval().to(torch.float32)
     with torch.no_grad():

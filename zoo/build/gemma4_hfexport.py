@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import gemma4_checkpoint as ck  # noqa: E402
-import gemma4_onnxrun  # noqa: E402
+import common
+import gemma4_checkpoint as ck
+import gemma4_onnxrun
 
 ENV = "zoo/envs/gemma4-torch.txt"
 MODEL = "gemma4-e2b-transformers-export"  # no hub export of this form is known: no zoo.yaml entry

@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import gemma4_checkpoint as ck  # noqa: E402
-import gemma4_onnxrun  # noqa: E402
+import common
+import gemma4_checkpoint as ck
+import gemma4_onnxrun
 
 ENV = "zoo/envs/mobius.txt"
 MODEL = "gemma4-e2b-mobius"  # the zoo.yaml entry: a mobius E2B export for ORT-GenAI
 NAME = "gemma4-mobius-fp32"
-COMMAND = "python -m mobius build --config CKPT OUT --ep cpu --runtime ort-genai"
+COMMAND = "python -m mobius build --config ckpt out/m --ep cpu --runtime ort-genai"
 
 
 def contract() -> dict:
@@ -51,16 +51,16 @@ def _version() -> str:
 
 
 def build() -> None:
-    ckpt = Path(tempfile.mkdtemp(prefix="gemma4-ckpt-"))
-    out = Path(tempfile.mkdtemp(prefix="gemma4-mobius-"))
+    work = Path(tempfile.mkdtemp(prefix="gemma4-mobius-"))
+    ckpt, out = work / "ckpt", work / "out"  # mobius names the graph after --config: keep it relative
     try:
         ck.save_checkpoint(ck.make_model(), ckpt, tokenizer=True)
         model = ck.load_checkpoint(ckpt)
         gen = ck.check_generate(model)
-        cmd = [sys.executable, "-m", "mobius", "build", "--config", str(ckpt), str(out / "m"), "--ep", "cpu",
+        cmd = [sys.executable, "-m", "mobius", "build", "--config", "ckpt", "out/m", "--ep", "cpu",
                "--runtime", "ort-genai"]
         t0 = time.time()
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, check=False)
         if r.returncode != 0:
             raise SystemExit(f"mobius failed ({r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
         seconds = round(time.time() - t0, 2)
@@ -97,8 +97,7 @@ def build() -> None:
         common.write_manifest(twin, manifest)
         print(NAME, json.dumps(cmp))
     finally:
-        shutil.rmtree(ckpt, ignore_errors=True)
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

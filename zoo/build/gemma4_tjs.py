@@ -24,9 +24,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import gemma4_checkpoint as ck  # noqa: E402
-import gemma4_onnxrun  # noqa: E402
+import common
+import gemma4_checkpoint as ck
+import gemma4_onnxrun
 
 ENV = "zoo/envs/gemma4-torch.txt"
 MODEL = "gemma4-e2b-onnx-community"  # the zoo.yaml entry: onnx-community/gemma-4-E2B-it-ONNX
@@ -99,7 +99,7 @@ def tidy(path) -> None:
         parts = ns.split("/")
         if n.op_type == "MatMul" and len(parts) >= 2 and "torch.nn.modules.linear.Linear" in parts[-2]:
             module = parts[-2].split(":")[0]
-            module = module[len("lm."):] if module.startswith("lm.") else module
+            module = module.removeprefix("lm.")
             n.name = "/" + module.replace(".", "/").replace("/layers/", "/layers.") + "/MatMul"
             w = n.input[1]
             if w in inits and uses.get(w) == 1:
