@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
+import onnx
 
 from .base import Backend, ModelRef, Session
 
@@ -40,4 +41,22 @@ class Reference(Backend):
 
         from ..refops import all_ops
 
-        return ReferenceSession(ReferenceEvaluator(model.proto, new_ops=all_ops()))
+        return ReferenceSession(ReferenceEvaluator(name_unused_outputs(model.proto), new_ops=all_ops()))
+
+
+def name_unused_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy where every optional output a node leaves unnamed ("") gets a unique name.
+
+    onnx.reference stores each node output under its name, "" included, and reads an omitted
+    optional input as results[""]: after a node with an unnamed output (SkipSimplifiedLayer-
+    Normalization's mean, say), every later omitted input receives that tensor instead of None
+    (a GQA's omitted key got a norm's inv_std_var). Naming the outputs keeps "" meaning absent."""
+    if not any(o == "" for n in model.graph.node for o in n.output):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for i, node in enumerate(out.graph.node):
+        for j, name in enumerate(node.output):
+            if name == "":
+                node.output[j] = f"onnx_compat_unused_{i}_{j}"
+    return out

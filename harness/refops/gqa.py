@@ -16,6 +16,10 @@ stored unsigned with an offset of 8 (kv_cache_bit_width=4, R14), dequantised as 
 cache shape; new rows are quantised with round-half-to-even and saturation, and attention reads
 the cache as stored (the quantised new rows too). Not implemented: float8 caches.
 
+Key and value with zero rows while the query has some (R18, what KV-shared layers of Gemma-4
+exports feed): no new rows are appended; past_key/past_value already hold all T = seqlens_k + 1
+positions, and the query rows sit at the last Q of them.
+
 float16/bfloat16 (R17): the rotated (or q/k-normalised) Q and K are rounded to that type before
 the Q·K product, as present_key (type T) stores K; everything else is computed in float64.
 """
@@ -111,6 +115,7 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
         q_all, k_all, v_all = q_in, key.astype(f64), value.astype(f64)
     q_all = q_all.reshape(b_sz, s_len, n, h)
     k_all = k_all.reshape(b_sz, -1, nkv, h)
+    kv_from_past = k_all.shape[1] == 0 < s_len  # R18: a KV-shared layer brings no new rows
     v_all = v_all.reshape(b_sz, -1, nkv, h)
     total = int(np.asarray(total_sequence_length).reshape(-1)[0])
     seqlens = np.asarray(seqlens_k).reshape(-1).astype(np.int64)  # shape (B) or legacy (B, 1)
@@ -132,8 +137,9 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
         t = int(seqlens[b]) + 1
         q_valid = min(s_len, t) if query_seqlens is None else int(np.asarray(query_seqlens).reshape(-1)[b])
         p = t - q_valid
-        if past_key is not None and p > past_len and not sliding_window_cache:
-            raise ValueError(f"batch {b}: seqlens_k implies {p} cached tokens but past_key holds {past_len}")
+        cached = t if kv_from_past else p  # rows the past must already hold
+        if past_key is not None and cached > past_len and not sliding_window_cache:
+            raise ValueError(f"batch {b}: seqlens_k implies {cached} cached tokens but past_key holds {past_len}")
         qb, kb, vb = q_all[b, :q_valid], k_all[b, :q_valid], v_all[b, :q_valid]
         if q_norm is not None:  # R10: per-head RMS norm of the new Q and K rows, before rotary
             qb = _rms(qb, *q_norm)
@@ -144,7 +150,8 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
             else:
                 pos = p + np.arange(q_valid)
             qb = _rope(qb, pos, cos, sin, bool(rotary_interleaved))
-            kb = _rope(kb, pos, cos, sin, bool(rotary_interleaved))
+            if not kv_from_past:
+                kb = _rope(kb, pos, cos, sin, bool(rotary_interleaved))
         if low_precision and (do_rotary or q_norm is not None):  # R17: materialised in T
             qb, kb = qb.astype(query.dtype).astype(f64), kb.astype(query.dtype).astype(f64)
         if new_rows_hook is not None:  # R16: a quantised cache stores (and attention reads) q * scale
@@ -158,11 +165,12 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
             present_k[b, :, :lt] = seq_k[:, len(keys) - lt:]
             present_v[b, :, :lt] = seq_v[:, len(keys) - lt:]
         else:
-            if p:
-                present_k[b, :, :p] = past_key[b, :, :p].astype(f64)
-                present_v[b, :, :p] = past_value[b, :, :p].astype(f64)
-            present_k[b, :, p:t] = np.transpose(kb, (1, 0, 2))
-            present_v[b, :, p:t] = np.transpose(vb, (1, 0, 2))
+            if cached:
+                present_k[b, :, :cached] = past_key[b, :, :cached].astype(f64)
+                present_v[b, :, :cached] = past_value[b, :, :cached].astype(f64)
+            if not kv_from_past:
+                present_k[b, :, p:t] = np.transpose(kb, (1, 0, 2))
+                present_v[b, :, p:t] = np.transpose(vb, (1, 0, 2))
             keys = np.arange(t)
             seq_k, seq_v = present_k[b, :, :t], present_v[b, :, :t]
         for hq in range(n):
