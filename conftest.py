@@ -37,6 +37,8 @@ def pytest_configure(config):
     for name, doc in all_marks().items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     _check_backend_option(config)
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        _check_mark_option(config, carried=None)  # xdist: workers collect; the controller judges alone
 
 
 def _check_backend_option(config) -> None:
@@ -54,28 +56,45 @@ def _check_backend_option(config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    if items and not hasattr(config, "workerinput") and not config.getoption("numprocesses", None):
+        _check_mark_option(config, carried=[{m.name for m in item.iter_markers()} for item in items])
+
+
+def _check_mark_option(config, carried) -> None:
     """`-m` naming no mark that any test carries would deselect everything without a word; say
     so in one line, with the marks there are. Expressions that select something, such as
-    `not slow`, are pytest's business, as are its own marks (parametrize, skipif ...)."""
+    `not slow`, are pytest's business, as are its own marks (parametrize, skipif ...).
+    `carried`: each collected item's marks; None (under xdist, before collection): selectable
+    means some choice of the known marks it names makes the expression true."""
+    import itertools
     import re
 
     from _pytest.mark.expression import Expression
 
     expr = config.getoption("markexpr", None)
-    if not expr or not items:
+    if not expr:
         return
     try:
         compiled = Expression.compile(expr)
     except Exception:  # noqa: BLE001 - pytest reports a malformed expression itself
         return
-    carried = [{m.name for m in item.iter_markers()} for item in items]
-    if any(compiled.evaluate(lambda name, _m=m, **_kw: name in _m) for m in carried):
-        return
     registered = {ln.split(":")[0].split("(")[0].strip() for ln in config.getini("markers")}
-    known = set(all_marks()) | registered | set().union(*carried)
-    unknown = [n for n in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr) if n not in ("and", "or", "not") and n not in known]
-    if unknown:
-        raise pytest.UsageError(f"-m {expr!r}: unknown mark {unknown[0]!r}; case marks: {', '.join(sorted(all_marks()))}")
+    known = set(all_marks()) | registered | set().union(*(carried or []))
+    names = [n for n in dict.fromkeys(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr)) if n not in ("and", "or", "not")]
+    unknown = [n for n in names if n not in known]
+    if not unknown:
+        return
+    if carried is not None:
+        choices = carried
+    else:
+        mentioned = [n for n in names if n in known]
+        if len(mentioned) > 12:
+            return
+        choices = [{n for n, on in zip(mentioned, bits) if on}
+                   for bits in itertools.product((False, True), repeat=len(mentioned))]
+    if any(compiled.evaluate(lambda name, _m=m, **_kw: name in _m) for m in choices):
+        return
+    raise pytest.UsageError(f"-m {expr!r}: unknown mark {unknown[0]!r}; case marks: {', '.join(sorted(all_marks()))}")
 
 
 def _selected_backends(config) -> list[str]:
@@ -144,15 +163,18 @@ class CaseItem(pytest.Item):
         backend, avail, version = self._backend()
         rec = run_cell(self.case, backend, availability=avail, version=version)
         _record(self.config, rec)
-        if rec["status"] == "pass":
+        from harness.verdict import Status
+
+        outcome = Status(rec["status"]).pytest_outcome
+        if outcome == "pass":
             return
-        if rec["status"] == "ambiguous":
+        if outcome == "warn":
             import warnings
 
             warnings.warn(AmbiguousReading(f"{self.case.id} on {rec['backend']}: matches the reading "
                                            f"'{(rec['metrics'] or {}).get('matches_reading')}'"), stacklevel=1)
             return
-        if rec["status"] in ("unsupported", "unavailable", "skip"):
+        if outcome == "skip":
             pytest.skip(f"{rec['status']}: {rec['message'][:500]}")
         raise CellFailed(rec)
 

@@ -7,7 +7,7 @@ import json
 import statistics
 import time
 
-from . import backends as registry
+from . import backends
 from .backends.base import ModelRef
 from .runner import execute_steps
 
@@ -15,7 +15,7 @@ from .runner import execute_steps
 def bench(cases, names: list[str], baseline: str = "ort-cpu", repeat: int = 3, as_json: bool = False) -> int:
     if baseline not in names:
         names = [baseline, *names]
-    bes = {n: registry.get(n) for n in names}
+    bes = {n: backends.get(n) for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
     counted: dict[str, int] = {n: 0 for n in names}
     common = 0

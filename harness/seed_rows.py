@@ -8,6 +8,7 @@ from typing import Any
 
 from .families import rows as declared_rows
 from .registry import selector
+from .verdict import worst
 
 
 def seed_table(records: list[dict[str, Any]], backends: list[str]) -> list[dict[str, Any]]:
@@ -31,9 +32,7 @@ def seed_table(records: list[dict[str, Any]], backends: list[str]) -> list[dict[
             counts = c["counts"]
             total = sum(counts.values())
             c["total"] = total
-            c["worst"] = ("pass" if counts.get("pass") == total else
-                          next((s for s in ("crash", "mismatch", "error", "timeout", "unsupported", "unavailable", "skip",
-                                            "pass") if counts.get(s)), "skip"))
+            c["worst"] = worst(counts).value
         rows.append({"name": name, "source": entry["source"], "cases": len(n_cases), "cells": cells})
     return rows
 

@@ -1,4 +1,6 @@
-"""The statuses a (case, backend) cell can get. They are never folded into each other."""
+"""The statuses a (case, backend) cell can get, and the policy that goes with each: what pytest
+does with it, whether it gates `check`, whether it is a finding, how bad it is. One place, so
+pytest, `check`, the report and the drafts cannot disagree. Statuses are never folded together."""
 
 from enum import Enum
 
@@ -19,5 +21,42 @@ class Status(str, Enum):
     def __str__(self) -> str:  # so f-strings and JSON print the plain word
         return self.value
 
+    @property
+    def ran(self) -> bool:
+        """The backend produced outputs and they were judged."""
+        return self in (Status.PASS, Status.AMBIGUOUS, Status.MISMATCH)
+
+    @property
+    def acceptable(self) -> bool:
+        """Agrees with a reading the operator text allows: green in pytest, `check` exits 0."""
+        return self in (Status.PASS, Status.AMBIGUOUS)
+
+    @property
+    def finding(self) -> bool:
+        """The backend is at fault (wrong numbers, died, hung, or failed after loading)."""
+        return self in (Status.MISMATCH, Status.CRASH, Status.TIMEOUT, Status.ERROR)
+
+    @property
+    def pytest_outcome(self) -> str:
+        """'pass', 'warn' (passes with a warning naming the reading), 'skip' (no verdict on the
+        numbers: refused, absent, not applicable) or 'fail'."""
+        if self is Status.PASS:
+            return "pass"
+        if self is Status.AMBIGUOUS:
+            return "warn"
+        return "skip" if self in (Status.UNSUPPORTED, Status.UNAVAILABLE, Status.SKIP) else "fail"
+
+    @property
+    def severity(self) -> int:
+        """Higher is worse: the order in which a group of cells takes its headline status."""
+        return SEVERITY.index(self)
+
 
 ALL_STATUSES = [s.value for s in Status]
+SEVERITY = [Status.PASS, Status.SKIP, Status.UNAVAILABLE, Status.AMBIGUOUS, Status.UNSUPPORTED, Status.TIMEOUT,
+            Status.ERROR, Status.MISMATCH, Status.CRASH]
+
+
+def worst(statuses) -> Status | None:
+    """The headline status of a group of cells."""
+    return max((Status(s) for s in statuses), key=lambda s: s.severity, default=None)

@@ -62,3 +62,16 @@ def test_not_results_is_a_clear_error(tmp_path):
     p.write_text("hello\n{}\n")
     with pytest.raises(ResultsError, match="r.jsonl:1"):
         read_results(p)
+
+
+def test_status_policy_is_one_table():
+    from harness.verdict import ALL_STATUSES, SEVERITY, Status, worst
+
+    assert sorted(s.value for s in SEVERITY) == sorted(ALL_STATUSES)  # every status ranked once
+    assert [s for s in Status if s.acceptable] == [Status.PASS, Status.AMBIGUOUS]
+    assert {s.pytest_outcome for s in Status} == {"pass", "warn", "skip", "fail"}
+    assert Status.UNSUPPORTED.pytest_outcome == "skip" and Status.CRASH.pytest_outcome == "fail"
+    assert not Status.AMBIGUOUS.finding and not Status.UNSUPPORTED.finding and Status.TIMEOUT.finding
+    assert worst(["pass", "unsupported", "pass"]) is Status.UNSUPPORTED
+    assert worst(["ambiguous", "mismatch", "crash"]) is Status.CRASH
+    assert worst([]) is None
