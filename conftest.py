@@ -182,8 +182,9 @@ class CaseItem(pytest.Item):
         if isinstance(excinfo.value, CellFailed):
             r = excinfo.value.record
             m = r["metrics"] or {}
-            keys = ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol", "worst_output", "first_bad_step",
-                    "top1", "top5", "kl", "oracle")  # the last four: zoo models (worst step)
+            from harness.compare import METRIC_NAMES
+
+            keys = (*METRIC_NAMES, "worst_output", "first_bad_step", "oracle")
             metrics = ", ".join(f"{k}={m[k]:.4g}" if isinstance(m.get(k), float) else f"{k}={m[k]}" for k in keys if k in m)
             tol = r["tolerance"]
             return (f"{r['status'].upper()}: {self.case.id} on {r['backend']} ({r['backend_version']})\n"

@@ -98,8 +98,11 @@ class Judgement:
     problems: list[str] = field(default_factory=list)
 
 
-def _summary_keys() -> tuple[str, ...]:
-    return ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol", "top1")
+#: Every summary metric a cell may carry (tensor metrics, then the zoo's logit metrics), and
+#: whether higher is better: the one list the matrix, pytest's message and the report read.
+METRICS: dict[str, bool] = {"max_abs": False, "max_rel": False, "nmse": False, "cosine": True, "need_atol": False,
+                            "need_rtol": False, "top1": True, "top5": True, "kl": False, "kl_max": False}
+METRIC_NAMES = tuple(METRICS)
 
 
 def judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
@@ -145,10 +148,10 @@ def worst(metric_dicts: list[dict[str, Any]]) -> dict[str, Any]:
     """The worst value of each summary metric over outputs or steps (lowest cosine and top-1,
     highest everything else)."""
     out: dict[str, Any] = {}
-    for k in _summary_keys():
+    for k, higher_is_better in METRICS.items():
         vals = [m[k] for m in metric_dicts if k in m]
         if vals:
-            out[k] = min(vals) if k in ("cosine", "top1") else max(vals)
+            out[k] = min(vals) if higher_is_better else max(vals)
     return out
 
 

@@ -89,10 +89,6 @@ def judge_logits(actual_steps: Sequence[np.ndarray], expected_steps: Sequence[np
             problems.append(f"step {i}: NMSE {m['nmse']:.3g} > {tol.max_nmse:g}")
         steps.append(m)
     metrics = worst([s for s in steps if "error" not in s])
-    for key, pick in (("top5", min), ("kl", max), ("kl_max", max)):
-        vals = [s[key] for s in steps if key in s]
-        if vals:
-            metrics[key] = pick(vals)
     metrics["steps"] = steps
     metrics["oracle"] = oracle
     bad = [i for i, s in enumerate(steps) if any(p.startswith(f"step {i}:") for p in problems)]
