@@ -94,9 +94,9 @@ def test_worker_ignores_a_hostile_numpy_and_harness_in_the_cwd(tmp_path):
 
 def test_second_run_into_the_same_out_is_refused_in_one_line_and_sigterm_cleans_up(tmp_path):
     out = tmp_path / "o"
-    first = _start(["run", *SEL, "--backends", "fake-hang", "--timeout", "120", "--out", out, "--quiet"])
+    first = _start(["run", *SEL, "--backends", "fake-hang", "--jobs", "2", "--timeout", "120", "--out", out, "--quiet"])
     try:
-        assert _wait_for(lambda: len(_descendants(first.pid)) >= 2), "the first run never started its workers"
+        assert _wait_for(lambda: len(_descendants(first.pid)) >= 4), "the first run never started its workers"
         second = subprocess.run([str(EXE), "run", *SEL, "--backends", "reference", "--out", str(out), "--resume",
                                  "--quiet"], env=_env(), capture_output=True, text=True, timeout=120)
         assert second.returncode == 3, second.stderr
