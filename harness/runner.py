@@ -406,7 +406,7 @@ def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, 
                     repeat.append(d)
             if not died:
                 raise RunError("a worker process died outside any cell (while starting?); "
-                               "run again with --jobs 1 to see its error")
+                               "run again with --in-process to see its error")
             record_deaths(repeat)
         todo = [(c, left) for c, names in broken
                 if (left := [n for n in names if (c.id, n) not in writer.done])]
