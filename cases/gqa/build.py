@@ -127,9 +127,10 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
             ck[:, :, :cur_len] = cache_k
             cv[:, :, :cur_len] = cache_v
         if sc.kvq:
-            exp = oracle_step_kvq(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, window, k_scale, v_scale)
+            exp = oracle_step_kvq(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, window, k_scale, v_scale,
+                                  norms=norms)
             alt = oracle_step_kvq(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, window, k_scale, v_scale,
-                                  float_new_rows=True)
+                                  float_new_rows=True, norms=norms)
             alt_steps.append({"output": alt["output"], "present_key": _cache_bytes(sc, alt["present_key"], nibble_offset),
                               "present_value": _cache_bytes(sc, alt["present_value"], nibble_offset)})
         elif sc.buffer == "sliding":

@@ -117,6 +117,7 @@ def _named_scenarios(full: bool) -> list[Scenario]:
         Scenario("qwen2", "prefill", qlen=(6,), qknorm=1, rotary=1),
         Scenario("qwen2", "decode", past=(9,), qlen=(1,), qknorm=1, rotary=1),
         Scenario("edge1", "decode", past=(3, 8), qlen=(1, 1), qknorm=1),
+        Scenario("qwen2", "decode", past=(9,), qlen=(1,), qknorm=1, rotary=1, kvq="int8-channel"),
     ]
     return out
 

@@ -190,7 +190,7 @@ def unpack_nibbles(data: np.ndarray, offset: int = 0) -> np.ndarray:
 
 
 def oracle_step_kvq(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], qlens: list[int], cap: int,
-                    cos, sin, pos, window: int | None, k_scale, v_scale, float_new_rows: bool = False):
+                    cos, sin, pos, window: int | None, k_scale, v_scale, float_new_rows: bool = False, norms=None):
     """Quantised cache: the cache holds integers (unpacked, float64 here); new rows are
     quantised with Div/Round/Clip (ONNX Round is half-to-even), placed with ScatterND, and the
     attention reads Mul(cache, scale). With `float_new_rows`, the other reading: attention reads
@@ -210,7 +210,7 @@ def oracle_step_kvq(sc: Scenario, q, k, v, cache_k, cache_v, past: list[int], ql
             if window is not None:
                 allowed &= keys > qpos - window
             mask[i, :, j, allowed] = 0.0
-    g, feeds, gck, gcv, qt, kt, vt = _graph_inputs(sc, q, k, v, cache_k, cache_v, cos, sin, pos)
+    g, feeds, gck, gcv, qt, kt, vt = _graph_inputs(sc, q, k, v, cache_k, cache_v, cos, sin, pos, norms)
     gks = g.const(np.asarray(k_scale, np.float64).reshape(1, -1, 1, h) if np.size(k_scale) > 1 else np.float64(np.asarray(k_scale).ravel()[0]))
     gvs = g.const(np.asarray(v_scale, np.float64).reshape(1, -1, 1, h) if np.size(v_scale) > 1 else np.float64(np.asarray(v_scale).ravel()[0]))
     lo_c, hi_c = g.const(np.float64(lo)), g.const(np.float64(hi))

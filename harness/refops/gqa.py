@@ -239,6 +239,10 @@ class GroupQueryAttention(OpRun):
             return self._run_quantised(query, key, value, past_key, past_value, seqlens_k, total_sequence_length,
                                        cos_cache, sin_cache, position_ids, attention_bias, head_sink, k_scale, v_scale,
                                        query_seqlens, dict(num_heads=num_heads, kv_num_heads=kv_num_heads, scale=scale,
+                                                           q_norm=None if q_norm_weight is None else
+                                                           (q_norm_weight, q_norm_epsilon or qk_norm_epsilon),
+                                                           k_norm=None if k_norm_weight is None else
+                                                           (k_norm_weight, k_norm_epsilon or qk_norm_epsilon),
                                                            softcap=softcap, local_window_size=local_window_size,
                                                            do_rotary=do_rotary, rotary_interleaved=rotary_interleaved,
                                                            smooth_softmax=smooth_softmax, causal=causal,
