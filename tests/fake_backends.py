@@ -132,3 +132,15 @@ ALL = "fake-abort=tests.fake_backends:Aborting,fake-hang=tests.fake_backends:Han
       "fake-refuse=tests.fake_backends:Refusing,fake-break=tests.fake_backends:Breaking," \
       "fake-lie=tests.fake_backends:Lying,fake-missing=tests.fake_backends:Missing," \
       "fake-abort-inproc=tests.fake_backends:AbortingInProcess,fake-segv-inproc=tests.fake_backends:SegfaultingInProcess"
+
+
+class AbortingAtStart(_Base):
+    """Dies while the worker sets up its backends, before any cell (not in ALL: listing it aborts)."""
+    name = "fake-abort-at-start"
+    isolated = False
+
+    def available(self):
+        os.abort()
+
+    def prepare(self, model):  # pragma: no cover - never reached
+        raise AssertionError("prepare after an abort")

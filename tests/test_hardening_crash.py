@@ -110,3 +110,11 @@ def test_workers_come_from_a_forkserver_once_cuda_is_loaded_and_still_cost_one_c
     assert summary["counts"]["crash"] >= 1 and summary["counts"]["pass"] > summary["counts"]["crash"], summary
     recs = _records(tmp_path / "o")
     assert len(recs) == 2 * len(cases)
+
+
+def test_a_worker_dying_before_any_cell_is_one_line_with_the_run_code(run_cli, tmp_path):
+    proc = run_cli("run", *SEL, "--backends", "fake-abort-at-start", "--out", tmp_path / "o", "--quiet",
+                   env={"ONNX_COMPAT_EXTRA_BACKENDS": "fake-abort-at-start=tests.fake_backends:AbortingAtStart"})
+    err = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    assert proc.returncode == 3 and len(err) == 1 and "--in-process" in err[0], proc.stderr
+    assert "Traceback" not in proc.stderr
