@@ -60,6 +60,8 @@ KVQ_FLOAT_NEW_ROWS = "attention reads the new rows before quantisation"
 ROTATED_Q_UNROUNDED = "rotated/normalised Q kept above the case's precision (only K, stored in present, rounded)"
 ROTARY_IN_T = "rotation computed in the case's float16/bfloat16 arithmetic (each product and sum rounded)"
 G_IDX_IGNORED = "g_idx ignored (the input is deprecated)"
+GELU_TANH = "Gelu as the tanh approximation 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))"
+SKIP_SUM_IN_T = "input + skip (+ bias) rounded to the input type after each add, before the normalisation"
 
 AMBIGUITIES: tuple[Ambiguity, ...] = (
     Ambiguity(
@@ -125,6 +127,26 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
                 "'deprecated' says exporters should stop emitting it, not that kernels ignore it"),
         (Reading(G_IDX_IGNORED, "'deprecated' read as 'ignored'"),),
         "docs/quant.md"),
+    Ambiguity(
+        "A1", "com.microsoft.Gelu", "Exact (erf) GELU or its tanh approximation? (also BiasGelu)",
+        ("Gelu: \"Gaussian Error Linear Unit. ... The GELU nonlinearity is the expected transformation of a "
+         "stochastic regularizer which randomly applies the identity or zero map to a neuron's input.\"",
+         "BiasGelu: \"It takes the sum of input A and bias input B as the input of Gelu activation.\""),
+        Reading("x * Phi(x) = 0.5x(1 + erf(x/sqrt 2))", "the expectation the text describes is exactly x*Phi(x); "
+                "the approximation has its own op (FastGelu), whose text gives the tanh formula"),
+        (Reading(GELU_TANH, "the text gives no formula; the tanh form is the common fast GELU"),),
+        "docs/activations.md#A1"),
+    Ambiguity(
+        "A2", "com.microsoft.SkipLayerNormalization", "In float16, is the sum normalised before or after "
+        "it is rounded to T?",
+        ("input_skip_bias_sum: \"Sum of the input and skip inputs (and bias if it exists) with shape (batch_size, "
+         "sequence_length, hidden_size).\" (type T)", "\"Skip and Layer Normalization Fusion\""),
+        Reading("the sum of the T inputs normalised as computed (no rounding to T in between)",
+                "the text names no intermediate type; the fusion replaces Add + LayerNormalization, and "
+                "ORT CPU 1.32.0 matches this reading"),
+        (Reading(SKIP_SUM_IN_T, "the unfused graph rounds each Add's output to T before LayerNormalization, and "
+                 "the op materialises that sum in T (input_skip_bias_sum)"),),
+        "docs/activations.md#A2"),
 )
 
 QK_NORM_CPU = RequiredRefusal(
