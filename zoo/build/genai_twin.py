@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,29 +37,54 @@ GEMMA3 = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_
               max_position_embeddings=128, rms_norm_eps=1e-6, initializer_range=0.2,
               pad_token_id=0, eos_token_id=1, bos_token_id=2)
 PHI3 = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
-            num_key_value_heads=2, max_position_embeddings=128, original_max_position_embeddings=128,
+            num_key_value_heads=2, max_position_embeddings=4096, original_max_position_embeddings=4096,
             rope_theta=10000.0, sliding_window=16, rms_norm_eps=1e-5, hidden_act="silu", initializer_range=0.2,
             tie_word_embeddings=False, pad_token_id=0, eos_token_id=2, bos_token_id=1)
 PHI3_HUB_DIR = "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"
 PHI3_FILE = "phi3-mini-4k-instruct-cpu-int4-rtn-block-32-acc-level-4.onnx"
 
+NOTE_G3_OLD = ("Builder 0.7.1, the first release with Gemma-3 (cb5baa7f5, 2025-04-03), the builder of the April-2025 "
+               "-GQA hub export: q_norm/k_norm keep RoPE out of GQA (com.microsoft.RotaryEmbedding x2 per layer, "
+               "do_rotary=0, a position_ids input), separate Q/K/V, local_window_size=sliding_window on local layers. "
+               "On onnxruntime 1.21.1 (this env, the runtime of that date) GQA's window attends W+1 keys: the graph "
+               "matches eager with sliding_window=W+1, not W (build_info.env_ort_vs_eager_window_variants); "
+               "onnxruntime 1.32 attends W keys and matches eager.")
+NOTE_G3_NEW = ("Builder 0.18.0 with transformers 5.23: the builder fails on the nested rope_parameters "
+               "(KeyError 'rope_type'), so zoo/build/genai_flat_config.py hands it a flattened config (weights are "
+               "still loaded by the builder from the checkpoint). Form: packed QKV split, q/k norm as "
+               "SimplifiedLayerNormalization before GQA, do_rotary=1 with cos/sin caches (local/global theta), "
+               "sliding_window_cache=1 and window-sized past buffers on the local layers (genai_config "
+               "sliding_window.layers), max_length buffers on the global one. q4: shared_embeddings=true gives a "
+               "GatherBlockQuantized embedding reading lm_head's packed weight. No builder release emits the "
+               "seeds' GQA node with attention_bias wired at input 10: zoo/build/genai_probe_seed.jsonl.")
+NOTE_PHI3 = ("EXPORTER FINDING: the builder emits local_window_size=-1 for Phi-3 (0.3.0: 'Disable sliding window "
+             "attribute temporarily'; 0.18.0: a layer is local only if config.layer_types says so, and Phi-3's "
+             "config has none), while transformers applies config.sliding_window (2047 on the hub model, 16 here) "
+             "to every layer. Past the window every backend disagrees with eager; against eager with no window "
+             "the graph matches (build_info.env_ort_vs_eager_window_variants). The oracle stays the model's own "
+             "semantics (sliding_window kept).")
+
 SPECS = {
     "gemma3-genai-2025-04-fp32": dict(arch="gemma3", env="genai-0.7.1", builder="0.7.1", precision="fp32",
-                                      extra={}, form="ortgenai-gqa-separate-rotary", model="gemma3-1b-gqa"),
+                                      extra={}, form="ortgenai-gqa-separate-rotary", model="gemma3-1b-gqa",
+                                      notes=NOTE_G3_OLD),
     "gemma3-genai-2025-04-q4": dict(arch="gemma3", env="genai-0.7.1", builder="0.7.1", precision="int4",
-                                    extra={}, form="ortgenai-gqa-separate-rotary", model="gemma3-1b-gqa"),
+                                    extra={}, form="ortgenai-gqa-separate-rotary", model="gemma3-1b-gqa",
+                                    notes=NOTE_G3_OLD),
     "gemma3-genai-current-fp32": dict(arch="gemma3", env="genai-0.18.0", builder="0.18.0", precision="fp32",
-                                      extra={}, form="ortgenai-gqa-fused-rotary-windowed", model="gemma3-1b-gqa"),
+                                      extra={}, form="ortgenai-gqa-fused-rotary-windowed", model="gemma3-1b-gqa",
+                                      notes=NOTE_G3_NEW),
     "gemma3-genai-current-q4": dict(arch="gemma3", env="genai-0.18.0", builder="0.18.0", precision="int4",
                                     extra={"shared_embeddings": "true"}, form="ortgenai-gqa-fused-rotary-windowed",
-                                    model="gemma3-1b-gqa"),
-    "phi3-genai-q4": dict(arch="phi3", env="genai-0.3.0", builder="0.3.0", precision="int4",
+                                    model="gemma3-1b-gqa", notes=NOTE_G3_NEW),
+    "phi3-genai-q4": dict(arch="phi3", env="genai-0.2.0", builder="0.2.0", precision="int4",
                           extra={"int4_block_size": "32", "int4_accuracy_level": "4", "filename": PHI3_FILE},
-                          subdir=PHI3_HUB_DIR, form="ortgenai-gqa-fused-rotary", model="phi3-mini-4k-genai-cpu-int4"),
+                          subdir=PHI3_HUB_DIR, form="ortgenai-gqa-fused-rotary", model="phi3-mini-4k-genai-cpu-int4",
+                          notes=NOTE_PHI3),
     "phi3-genai-current-q4": dict(arch="phi3", env="genai-0.18.0", builder="0.18.0", precision="int4",
                                   extra={"int4_block_size": "32", "accuracy_level": "4", "filename": PHI3_FILE},
                                   subdir=PHI3_HUB_DIR, form="ortgenai-gqa-fused-rotary",
-                                  model="phi3-mini-4k-genai-cpu-int4"),
+                                  model="phi3-mini-4k-genai-cpu-int4", notes=NOTE_PHI3),
 }
 
 
@@ -119,7 +145,11 @@ def run_builder(spec: dict, work: Path) -> tuple[str, float, str]:
     args = builder_command(spec)
     real = [sys.executable] + [str(common.REPO / a) if a.endswith(".py") else a for a in args]
     t0 = time.monotonic()
-    proc = subprocess.run(real, cwd=work, capture_output=True, text=True)
+    # builder 0.18.0 stamps producer_version with `git rev-parse HEAD` run five folders above its
+    # own module: inside .zoo-envs that is this repository's HEAD, so every commit changed the
+    # graph's bytes. Stop git's search at .zoo-envs; the builder falls back to its wheel's commit.
+    env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(common.REPO / ".zoo-envs"))
+    proc = subprocess.run(real, cwd=work, capture_output=True, text=True, env=env)
     dt = time.monotonic() - t0
     log = proc.stdout + proc.stderr
     (work / "builder.log").write_text(log)
@@ -173,6 +203,27 @@ def eager_model(spec: dict, ckpt: Path):
     return AutoModelForCausalLM.from_pretrained(ckpt, attn_implementation="eager").float().eval()
 
 
+def window_variants(spec: dict, ckpt: Path, decoder: Path, tokens: dict, got: dict) -> dict:
+    """Which window does the graph on this onnxruntime implement? Eager with sliding_window
+    W-1, W+1 and none, each against the same ORT run (max |Δ| over all steps): evidence for an
+    off-by-one or a dropped window, recorded instead of argued."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    cfg0 = AutoConfig.from_pretrained(ckpt)
+    w = getattr(cfg0, "sliding_window", None)
+    if not w:
+        return {}
+    out = {}
+    for label, sw in ((f"sliding_window={w - 1}", w - 1), (f"sliding_window={w + 1}", w + 1), ("no window", 10 ** 6)):
+        cfg = AutoConfig.from_pretrained(ckpt)
+        cfg.sliding_window = sw
+        model = AutoModelForCausalLM.from_pretrained(ckpt, config=cfg, attn_implementation="eager").float().eval()
+        if spec["precision"] != "fp32":
+            common.load_dequantized(model, decoder)
+        st, _ = common.eager_oracle(model, tokens)
+        out[label] = max(r["max_abs"] for r in common.compare_steps(st, got))
+    return out
+
+
 def build(name: str, work: Path) -> dict:
     spec = SPECS[name]
     have = _version("onnxruntime-genai")
@@ -187,7 +238,7 @@ def build(name: str, work: Path) -> dict:
     tokens = common.twin_tokens(name, json.loads((twin / "config.json").read_text())["vocab_size"])
 
     model = eager_model(spec, work / "ckpt")
-    info = {"builder_seconds": round(builder_s, 2)}
+    info = {}
     if spec["precision"] != "fp32":
         err = common.load_dequantized(model, twin / decoder)
         info["weights_loaded_back"] = len(err)
@@ -204,10 +255,10 @@ def build(name: str, work: Path) -> dict:
     # the exporter environment's own onnxruntime (the runtime of the builder's date), not the project's
     info["env_onnxruntime"] = _version("onnxruntime")
     info["env_ort_cpu_vs_eager"] = common.compare_steps(steps, got)
+    info["env_ort_vs_eager_window_variants"] = window_variants(spec, work / "ckpt", twin / decoder, tokens, got)
     warnings = [ln for ln in log.splitlines() if "warn" in ln.lower()][:20]
     if warnings:
         info["builder_warnings"] = warnings
-    info["build_seconds"] = round(time.monotonic() - t0, 2)
 
     manifest = {
         "name": name, "model": spec["model"], "form": spec["form"],
@@ -221,8 +272,10 @@ def build(name: str, work: Path) -> dict:
                    "weights": "checkpoint fp32 weights" if spec["precision"] == "fp32" else
                    "the graph's own dequantised weights loaded back into the eager model"},
         "build_info": info,
+        "notes": spec["notes"],
     }
-    return common.write_manifest(twin, manifest)
+    # timings are printed, not recorded: a rebuild then reproduces every file byte for byte
+    return common.write_manifest(twin, manifest), {"builder_seconds": builder_s, "build_seconds": time.monotonic() - t0}
 
 
 def main(argv=None) -> int:
@@ -235,12 +288,13 @@ def main(argv=None) -> int:
             work = Path(a.work) / name
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            m = build(name, work)
+            m, t = build(name, work)
         else:
             with tempfile.TemporaryDirectory(prefix=f"twin-{name}-") as d:
-                m = build(name, Path(d))
+                m, t = build(name, Path(d))
         bi = m["build_info"]
-        print(f"{name}: {sum(m['sizes'].values())} bytes, built in {bi['build_seconds']} s; "
+        print(f"{name}: {sum(m['sizes'].values())} bytes, built in {t['build_seconds']:.1f} s "
+              f"(builder {t['builder_seconds']:.1f} s); "
               f"onnxruntime {bi['env_onnxruntime']} CPU vs eager: "
               + "; ".join(f"{r['step']} top1={r.get('top1_equal')} max|d|={r.get('max_abs', float('nan')):.3g}"
                           for r in bi["env_ort_cpu_vs_eager"]))
