@@ -353,3 +353,20 @@ def test_a_refusal_the_operator_text_requires_of_the_cpu_ep_is_conformant(name):
     finally:
         backend.close()
     assert rec["status"] == "unsupported" and "required_refusal" in rec["metrics"], rec
+
+
+def test_no_shape_flag_where_native_ort_refuses_the_model_too(monkeypatch):
+    """The flag claims native ORT tolerates the declared shapes; where it does not, no flag."""
+    _need("ort-web")
+    from harness.backends import ort_js
+
+    monkeypatch.setattr(ort_js, "_native_ort_loads", lambda path: False)
+    model = _identity_model({"x": (TensorProto.FLOAT, [2, 3])})
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 4
+    backend = get("ort-web")
+    try:
+        with pytest.raises(Exception) as e:
+            backend.prepare(ModelRef(model))
+    finally:
+        backend.close()
+    assert "Can't merge shape info" in str(e.value) and not str(e.value).startswith(SHAPE_ONLY)

@@ -226,6 +226,20 @@ def _external_files(path: Path) -> list[str]:
     return sorted(set(out))
 
 
+def _native_ort_loads(path: Path) -> bool:
+    """The claim in SHAPE_ONLY, checked: native onnxruntime (CPU EP) creates a session from the
+    model as declared."""
+    try:
+        import onnxruntime
+
+        so = onnxruntime.SessionOptions()
+        so.log_severity_level = 4
+        onnxruntime.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - refused natively too: not the JS runtime's strictness
+        return False
+    return True
+
+
 class JsSession(Session):
     def __init__(self, worker: JsWorker, inputs: list[str], outputs: list[str]):
         self.worker, self.inputs, self.outputs = worker, inputs, outputs
@@ -295,7 +309,8 @@ class OrtJsBackend(Backend):
 
     def _shape_only(self, path: Path) -> bool:
         """Does the same model load once its graph outputs' declared shapes are dropped (types
-        kept)? Then the refusal is the runtime's strict shape merge, which native ORT only warns about."""
+        kept), and does native ORT load it as declared? Then the refusal is this runtime's strict
+        merge of inferred and declared output shapes."""
         import onnx
 
         model = onnx.load(str(path), load_external_data=False)
@@ -318,7 +333,7 @@ class OrtJsBackend(Backend):
             reply, _ = self._worker.request(header)
         finally:
             stripped.unlink(missing_ok=True)
-        return bool(reply.get("ok"))
+        return bool(reply.get("ok")) and _native_ort_loads(path)
 
     def close(self) -> None:
         if self._worker is not None:
