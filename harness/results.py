@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-RECORD_KEYS = ("case_id", "family", "features", "marks", "backend", "backend_version", "status",
-               "metrics", "tolerance", "message", "seconds", "repro")
+from .cell import KEYS, CellError, parse
+
+RECORD_KEYS = KEYS  # the contract: harness/cell.py
 
 
 class ResultsError(ValueError):
@@ -134,6 +135,10 @@ def _validate(rec: Any, where: str) -> None:
     except UnicodeEncodeError:
         raise ResultsError(f"{where}: a string holds a lone UTF-16 surrogate (an escape like \\ud800); "
                            "fix or drop that line") from None
+    try:
+        parse(rec)
+    except CellError as e:
+        raise ResultsError(f"{where}: {e}; fix or drop that line") from None
 
 
 class ResultsWriter:
@@ -152,7 +157,7 @@ class ResultsWriter:
         missing = [k for k in RECORD_KEYS if k not in record]
         if missing:
             raise ValueError(f"result record lacks {missing}")
-        line = json.dumps({k: record[k] for k in RECORD_KEYS}, ensure_ascii=False, allow_nan=False)
+        line = json.dumps(parse(record).record(), ensure_ascii=False, allow_nan=False)
         # a backend's message may hold lone surrogates (bytes decoded with surrogateescape): U+FFFD
         line = _SURROGATE.sub("\ufffd", line)
         try:

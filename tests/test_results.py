@@ -75,3 +75,20 @@ def test_status_policy_is_one_table():
     assert worst(["pass", "unsupported", "pass"]) is Status.UNSUPPORTED
     assert worst(["ambiguous", "mismatch", "crash"]) is Status.CRASH
     assert worst([]) is None
+
+
+def test_a_line_with_a_mistyped_field_is_refused_naming_the_field(tmp_path):
+    good = {"case_id": "a/b", "family": "a", "features": {}, "marks": [], "backend": "ort-cpu",
+            "backend_version": "x", "status": "pass", "metrics": {}, "tolerance": None, "message": "",
+            "seconds": 0.1, "repro": None}
+    p = tmp_path / "results.jsonl"
+    p.write_text(json.dumps({**good, "marks": "gqa"}) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(ResultsError, match=r"results.jsonl:1: marks: "):
+        read_results(p)
+
+
+def test_the_writer_writes_exactly_the_contract_keys_in_order(tmp_path):
+    from harness.cell import KEYS
+
+    assert KEYS == ("case_id", "family", "features", "marks", "backend", "backend_version", "status", "metrics",
+                    "tolerance", "message", "seconds", "repro")
