@@ -91,3 +91,21 @@ def test_no_shipped_genai_twin_file_over_2mb():
     for d in TWINS.glob("*genai*"):
         for f in d.rglob("*"):
             assert not f.is_file() or f.stat().st_size < 2 * 1024 * 1024, f
+
+
+@pytest.mark.parametrize("name,env", [("gemma3-genai-current-q4", "genai-0.18.0")])
+def test_rebuild_with_the_real_builder_reproduces_every_file(name, env, tmp_path):
+    """The builder run from scratch (checkpoint, export, oracle, manifest) gives the shipped bytes.
+    Needs the exporter environment (.zoo-envs/<env>, from zoo/envs/<env>.txt); skipped without it."""
+    import subprocess
+
+    py = ROOT / ".zoo-envs" / env / "bin" / "python"
+    if not py.exists():
+        pytest.skip(f"no exporter environment .zoo-envs/{env} (create it from zoo/envs/{env}.txt)")
+    r = subprocess.run([str(py), "zoo/build/genai_twin.py", name, "--dest", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    shipped = json.loads((TWINS / name / "manifest.json").read_text())
+    rebuilt = json.loads((tmp_path / name / "manifest.json").read_text())
+    assert rebuilt["files"] == shipped["files"]
+    assert (tmp_path / name / "manifest.json").read_bytes() == (TWINS / name / "manifest.json").read_bytes()

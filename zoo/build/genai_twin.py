@@ -158,9 +158,9 @@ def run_builder(spec: dict, work: Path) -> tuple[str, float, str]:
     return "python " + " ".join(args), dt, log
 
 
-def install(spec: dict, name: str, work: Path) -> tuple[Path, str]:
+def install(spec: dict, name: str, work: Path, dest_root: Path) -> tuple[Path, str]:
     """Copy what the twin needs (graph, external data, genai_config.json, config.json)."""
-    twin = common.TWINS / name
+    twin = dest_root / name
     if twin.exists():
         shutil.rmtree(twin)
     dest = twin / spec.get("subdir", "") if spec.get("subdir") else twin
@@ -224,7 +224,7 @@ def window_variants(spec: dict, ckpt: Path, decoder: Path, tokens: dict, got: di
     return out
 
 
-def build(name: str, work: Path) -> dict:
+def build(name: str, work: Path, dest_root: Path = common.TWINS) -> tuple[dict, dict]:
     spec = SPECS[name]
     have = _version("onnxruntime-genai")
     if have != spec["builder"]:
@@ -233,7 +233,7 @@ def build(name: str, work: Path) -> dict:
     t0 = time.monotonic()
     ckpt_info = make_checkpoint(spec, work / "ckpt")
     command, builder_s, log = run_builder(spec, work)
-    twin, decoder = install(spec, name, work)
+    twin, decoder = install(spec, name, work, dest_root)
     summary = common.graph_summary(twin / decoder)
     tokens = common.twin_tokens(name, json.loads((twin / "config.json").read_text())["vocab_size"])
 
@@ -282,16 +282,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="+", choices=sorted(SPECS))
     ap.add_argument("--work", help="keep the checkpoint and builder output here (default: a temp dir, removed)")
+    ap.add_argument("--dest", default=str(common.TWINS), help="folder the twins are written to (default: zoo/twins)")
     a = ap.parse_args(argv)
     for name in a.names:
         if a.work:
             work = Path(a.work) / name
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            m, t = build(name, work)
+            m, t = build(name, work, Path(a.dest))
         else:
             with tempfile.TemporaryDirectory(prefix=f"twin-{name}-") as d:
-                m, t = build(name, Path(d))
+                m, t = build(name, Path(d), Path(a.dest))
         bi = m["build_info"]
         print(f"{name}: {sum(m['sizes'].values())} bytes, built in {t['build_seconds']:.1f} s "
               f"(builder {t['builder_seconds']:.1f} s); "
