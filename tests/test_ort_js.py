@@ -15,7 +15,13 @@ from onnx import TensorProto, helper
 
 from harness.backends import get
 from harness.backends.base import ModelRef, TimedOut, Unsupported
-from harness.backends.ort_js import SHAPE_ONLY, JsWorker, js_dir, pack_tensor, unpack_tensor
+from harness.backends.ort_js import (
+    SHAPE_ONLY,
+    JsWorker,
+    js_dir,
+    pack_tensor,
+    unpack_tensor,
+)
 from harness.case import Built, Case
 from harness.runner import run_cell
 
@@ -204,7 +210,7 @@ def test_a_dead_or_hung_worker_costs_one_cell(name, fault, status, monkeypatch):
 
 def _alive_in_group(pgid: int) -> list[str]:
     """Processes of a group that are not zombies (a container's init may reap them late)."""
-    ps = subprocess.run(["ps", "-eo", "pid=,pgid=,stat="], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-eo", "pid=,pgid=,stat="], capture_output=True, text=True, check=True).stdout
     return [p for p, g, st in (ln.split()[:3] for ln in ps.splitlines() if ln.strip()) if g == str(pgid) and not st.startswith("Z")]
 
 

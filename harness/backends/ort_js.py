@@ -23,8 +23,8 @@ import struct
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class JsWorker:
         self._stderr = None
 
     def _start(self) -> None:
-        self._stderr = tempfile.TemporaryFile(prefix=f"onnx-compat-{self.mode}-")
+        self._stderr = tempfile.TemporaryFile(prefix=f"onnx-compat-{self.mode}-")  # noqa: SIM115 - lives with the worker
         env = dict(os.environ, ONNXRUNTIME_NODE_INSTALL_CUDA="skip")
         if self.mode == "chromium" and chromium_exe():
             env["ONNX_COMPAT_CHROMIUM"] = chromium_exe() or ""
@@ -388,7 +388,7 @@ class OrtWebChromium(OrtWeb):
 # versions (read from files; no worker started)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pinned(package: str) -> str | None:
     try:
         lock = json.loads((js_dir() / "package-lock.json").read_text())
@@ -404,10 +404,10 @@ def _installed(package: str) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _node_version() -> str:
     try:
-        return subprocess.run([node_exe() or "node", "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run([node_exe() or "node", "--version"], capture_output=True, text=True, timeout=30, check=False).stdout.strip()
     except Exception as e:  # noqa: BLE001
         return f"unknown ({e})"
 
@@ -419,13 +419,13 @@ def _node_major_minor() -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _chromium_version() -> str:
     exe = chromium_exe()
     if not exe:
         return "chromium not found"
     try:
-        return subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout.strip()
     except Exception as e:  # noqa: BLE001
         return f"chromium version unknown ({e})"
 
@@ -444,7 +444,7 @@ def install_js() -> int:
     env = dict(os.environ, ONNXRUNTIME_NODE_INSTALL_CUDA="skip")
     cmd = [npm, "ci", "--no-audit", "--no-fund"]
     print(f"onnx-compat install-js: {' '.join(cmd)} in {js_dir()} (ONNXRUNTIME_NODE_INSTALL_CUDA=skip)", file=sys.stderr)
-    rc = subprocess.run(cmd, cwd=str(js_dir()), env=env).returncode
+    rc = subprocess.run(cmd, cwd=str(js_dir()), env=env, check=False).returncode
     if rc != 0:
         print(f"onnx-compat install-js: error: npm ci exited {rc}; see npm's output above", file=sys.stderr)
         return 3
