@@ -48,7 +48,10 @@ NOTE_G3_OLD = ("Builder 0.7.1, the first release with Gemma-3 (cb5baa7f5, 2025-0
                "do_rotary=0, a position_ids input), separate Q/K/V, local_window_size=sliding_window on local layers. "
                "On onnxruntime 1.21.1 (this env, the runtime of that date) GQA's window attends W+1 keys: the graph "
                "matches eager with sliding_window=W+1, not W (build_info.env_ort_vs_eager_window_variants); "
-               "onnxruntime 1.32 attends W keys and matches eager.")
+               "onnxruntime 1.32 attends W keys and matches eager. EXPORTER FINDING: genai_config.json says "
+               "type 'gemma3_tex' (0.7.1 slices model_type 'gemma3_text' up to find('For') == -1; fixed in 0.8.0), "
+               "and the ORT-GenAI runtime refuses it (0.7.1 and 0.18.0 alike): 'Unsupported model_type in "
+               "config.json: gemma3_tex'. Kept as built.")
 NOTE_G3_NEW = ("Builder 0.18.0 with transformers 5.23: the builder fails on the nested rope_parameters "
                "(KeyError 'rope_type'), so zoo/build/genai_flat_config.py hands it a flattened config (weights are "
                "still loaded by the builder from the checkpoint). Form: packed QKV split, q/k norm as "
