@@ -59,7 +59,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="run cells in this process, not a supervised worker (for a debugger; a native crash then "
                         "ends the run, and --resume records it as crash)")
     r.add_argument("--no-report", action="store_true", help="skip report.html (matrix files are still written)")
+    r.add_argument("--locate", action="store_true",
+                   help="locate the first diverging node of every zoo cell that mismatches (slow; "
+                        "metrics.located, repros under DIR/located/)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    lo = sub.add_parser("locate", help="the first node where a backend leaves the reference, extracted as a repro")
+    lo.add_argument("case_id", metavar="CASE")
+    lo.add_argument("--backend", required=True, metavar="B")
+    lo.add_argument("--out", default="out/located", metavar="DIR", help="repro bundles go here (default out/located)")
+    lo.add_argument("--grid", choices=["quick", "full"], default=None)
+    lo.add_argument("--timeout", type=float, default=120.0, metavar="S")
+    lo.add_argument("--json", action="store_true")
 
     e = sub.add_parser("export", help="write the repro bundle of one case, without running a backend")
     e.add_argument("case_id")
@@ -186,6 +197,13 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
                       timeout=args.timeout, grid=args.grid or os.environ.get("ONNX_COMPAT_GRID", "quick"),
                       progress=not args.quiet, in_process=args.in_process)
     records = read_results(results)
+    if getattr(args, "locate", False):
+        from .locate import locate_records
+        from .results import atomic_write_text
+
+        n = locate_records(records, out, args.timeout, log=lambda s: print(s, file=sys.stderr))
+        atomic_write_text(results, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        print(f"located {n} zoo cell(s); their node is in metrics.located", file=sys.stderr)
     if args.no_report:
         from .matrix import write_matrix
 
@@ -203,6 +221,20 @@ def _print_summary(records) -> None:
 
     for b, counts in summary(records).items():
         print(f"{b:<14} " + "  ".join(f"{s} {n}" for s, n in counts.items()))
+
+
+def cmd_locate(args) -> int:
+    from .locate import find_case, locate_cell, summary_line
+
+    _backends(args.backend)
+    try:
+        case = find_case(args.case_id, args.grid)
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+    res = locate_cell(case, args.backend, Path(args.out), args.timeout,
+                      log=(lambda s: None) if args.json else (lambda s: print(s, file=sys.stderr)))
+    print(json.dumps(res, indent=1, default=str) if args.json else summary_line(res))
+    return EXIT_OK if not res.get("found") or res.get("repro_ok") else EXIT_FINDINGS
 
 
 def cmd_export(args) -> int:
@@ -268,7 +300,7 @@ def cmd_twins(args) -> int:
 
 
 COMMANDS = {"backends": cmd_backends, "list": cmd_list, "run": cmd_run, "export": cmd_export,
-            "report": cmd_report, "check": cmd_check, "bench": cmd_bench, "twins": cmd_twins,
+            "report": cmd_report, "check": cmd_check, "locate": cmd_locate, "bench": cmd_bench, "twins": cmd_twins,
             "install-js": cmd_install_js}
 
 

@@ -1,0 +1,572 @@
+"""`onnx-compat locate CASE --backend B`: the first node where a backend leaves the oracle.
+
+Polygraphy's two methods, judged by this project's oracle (the reference backend):
+
+1. **intermediates**: every node output becomes a graph output; the backend and the reference
+   run that graph on the same feeds (for a zoo model: each graph run of the decode loop up to
+   the step whose logits first diverge, with that step's feeds as the loop builds them on the
+   reference), and the nodes are walked in topological order. A node whose outputs leave its
+   op-class profile (`op_profile`) is a *candidate*; it is *located* once the node alone, fed
+   the reference's recorded inputs, fails standalone on the backend and passes on the
+   reference. A candidate that passes standalone only carried its inputs' rounding forward
+   (drift): the walk goes on.
+2. **bisect**: where the backend refuses the exposed graph, or exposing changes what it
+   computes (a fused kernel it now cannot fuse), prefix subgraphs ending at node k (outputs =
+   node k's outputs) are cut and judged; a binary search finds the first failing k.
+
+The located node is extracted with its recorded inputs as a repro bundle (harness/bundle.py's
+layout), checked to fail standalone on the backend and pass on the reference; where the node
+alone passes, the smallest failing prefix is the bundle instead, and the result says so.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from . import tolerances
+from .backends.base import Backend, ModelRef
+from .case import Built, Case
+from .compare import clean_for_json, tensor_metrics
+
+#: op type -> op class of harness/tolerances.py; anything not listed is per-element maths
+#: ("pointwise"). Matmuls share the blocked-matmul profile: its bound is the float32 dot
+#: product's rounding, which is all a plain MatMul/Gemm does too.
+OP_CLASS = {
+    **dict.fromkeys(["GroupQueryAttention", "Attention", "MultiHeadAttention", "SparseAttention", "Softmax",
+                     "LogSoftmax", "PackedMultiHeadAttention"], "attention"),
+    **dict.fromkeys(["SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "LayerNormalization",
+                     "SkipLayerNormalization", "RMSNormalization", "ReduceMean", "ReduceSum", "ReduceL2",
+                     "ReduceSumSquare", "ReduceMax", "ReduceMin", "CumSum"], "reduction"),
+    **dict.fromkeys(["MatMul", "Gemm", "MatMulNBits", "MatMulInteger", "FusedMatMul", "MatMulIntegerToFloat",
+                     "QMoE"], "blockq-matmul"),
+    **dict.fromkeys(["Gather", "GatherElements", "GatherND", "GatherBlockQuantized", "DequantizeLinear", "Reshape",
+                     "Transpose", "Concat", "Slice", "Squeeze", "Unsqueeze", "Expand", "Shape", "Size", "Cast",
+                     "Identity", "Where", "Split", "ScatterND", "ScatterElements", "Tile", "Range", "Constant",
+                     "ConstantOfShape", "Flatten", "Pad", "Trilu", "Equal", "Less", "Greater", "And", "Or", "Not",
+                     "ArgMax", "Max", "Min", "Neg", "Relu"], "gather"),
+}
+
+#: a walk confirms at most this many candidates standalone before it stops (each is one load)
+MAX_CONFIRM = 60
+
+
+def op_profile(op_type: str, dtype: Any) -> str:
+    """The tolerance profile a node's output is judged by: its op class at its dtype."""
+    cls = OP_CLASS.get(op_type, "pointwise")
+    d = np.dtype(dtype)
+    name = "fp16" if d == np.float16 else "bf16" if d.name == "bfloat16" else "fp32"
+    prof = f"{name}-{cls}"
+    if prof not in tolerances.PROFILES:
+        prof = f"{name}-attention" if f"{name}-attention" in tolerances.PROFILES else f"fp32-{cls}"
+    return prof
+
+
+def agree(actual: np.ndarray, expected: np.ndarray, profile: str) -> tuple[bool, dict[str, Any]]:
+    """Within the profile (the matrix's rule: every element and the NMSE), with the metrics."""
+    tol = tolerances.get(profile)
+    a, e = np.asarray(actual), np.asarray(expected)
+    if a.shape != e.shape:
+        return False, {"shape": list(a.shape), "expected_shape": list(e.shape)}
+    if e.dtype.kind not in "fiub" or e.size == 0:
+        return True, {"n": int(e.size)}
+    m = tensor_metrics(a, e, tol)
+    ok = m["bad"] == 0 and (m.get("integer") or m["nmse"] <= tol.max_nmse)
+    return bool(ok), m
+
+
+def _looser(a: str, b: str) -> str:
+    ta, tb = tolerances.get(a), tolerances.get(b)
+    return a if (ta.rtol, ta.atol) >= (tb.rtol, tb.atol) else b
+
+
+def node_profiles(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """The profile each node is judged by, by node name or index. A node that only moves or
+    selects values (the "gather" class: Reshape, Transpose, Where, Concat...) computes nothing
+    of its own, so it carries the loosest profile of the computing nodes that produced its
+    inputs: an exact bound on a reshaped matmul output would charge the Reshape with the
+    matmul's rounding."""
+    eff: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for i, node in enumerate(model.graph.node):
+        outs = [o for o in node.output if o]
+        dt = next((np.asarray(values[o]).dtype for o in outs if o in values), np.dtype(np.float32))
+        prof = op_profile(node.op_type, dt)
+        if OP_CLASS.get(node.op_type) == "gather":
+            for inp in node.input:
+                if inp in eff:
+                    prof = _looser(prof, eff[inp])
+        out[_key(node, i)] = prof
+        for o in outs:
+            eff[o] = prof
+    return out
+
+
+def _key(node: onnx.NodeProto, i: int) -> str:
+    return f"{i}:{node.name}"
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, onnx.TensorProto):
+            v = f"tensor{list(v.dims)}"
+        elif isinstance(v, (list, tuple)):
+            v = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in v][:16]
+        elif isinstance(v, onnx.GraphProto):
+            v = f"graph {v.name}"
+        out[a.name] = v
+    return out
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
+
+
+def _typed(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Value infos from shape inference (com.microsoft ops may stay untyped)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - untyped outputs are still outputs
+        return {}
+    return {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
+
+
+def expose_all(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose every (named) top-level node output is also a graph output."""
+    m = _copy(model)
+    have = {o.name for o in m.graph.output}
+    typed = _typed(model)
+    for node in m.graph.node:
+        for o in node.output:
+            if o and o not in have:
+                vi = onnx.ValueInfoProto()
+                if o in typed and typed[o].type.tensor_type.elem_type:
+                    vi.CopyFrom(typed[o])
+                    vi.type.tensor_type.ClearField("shape")  # the backend's own shapes, not inference's guess
+                else:
+                    vi.name = o
+                m.graph.output.append(vi)
+                have.add(o)
+    return m
+
+
+def _used_initializers(model: onnx.ModelProto, nodes) -> list[onnx.TensorProto]:
+    used = {i for n in nodes for i in n.input}
+    return [t for t in model.graph.initializer if t.name in used]
+
+
+def prefix(model: onnx.ModelProto, k: int) -> onnx.ModelProto:
+    """Nodes 0..k, outputs = node k's (named) outputs; the graph's inputs kept as they are."""
+    nodes = list(model.graph.node[: k + 1])
+    typed = _typed(model)
+    outs = []
+    for o in nodes[-1].output:
+        if o:
+            vi = onnx.ValueInfoProto()
+            if o in typed and typed[o].type.tensor_type.elem_type:
+                vi.CopyFrom(typed[o])
+                vi.type.tensor_type.ClearField("shape")
+            else:
+                vi.name = o
+            outs.append(vi)
+    g = helper.make_graph(nodes, f"prefix_{k}", list(model.graph.input), outs,
+                          initializer=_used_initializers(model, nodes))
+    m = helper.make_model(g, opset_imports=list(model.opset_import), producer_name="onnx-compat locate")
+    m.ir_version = model.ir_version
+    return m
+
+
+def single_node(model: onnx.ModelProto, node: onnx.NodeProto, values: Mapping[str, np.ndarray],
+                produced: Mapping[str, onnx.NodeProto]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The node alone: inputs that were initialisers or Constant outputs stay constants; every
+    other input becomes a graph input fed the reference's recorded value."""
+    inits = {t.name: t for t in model.graph.initializer}
+    feeds: dict[str, np.ndarray] = {}
+    g_inputs, g_inits = [], []
+    for name in node.input:
+        if not name or name in feeds or any(t.name == name for t in g_inits):
+            continue
+        if name in inits:
+            g_inits.append(inits[name])
+        elif name in produced and produced[name].op_type == "Constant":
+            g_inits.append(numpy_helper.from_array(np.asarray(values[name]), name))
+        else:
+            a = np.asarray(values[name])
+            feeds[name] = a
+            g_inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape)))
+    outs = []
+    for o in node.output:
+        if o:
+            a = np.asarray(values[o]) if o in values else None
+            outs.append(helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+                        if a is not None else helper.make_empty_tensor_value_info(o))
+    g = helper.make_graph([node], f"node_{node.name or node.op_type}", g_inputs, outs, initializer=g_inits)
+    m = helper.make_model(g, opset_imports=list(model.opset_import), producer_name="onnx-compat locate")
+    m.ir_version = model.ir_version
+    return m, feeds
+
+
+@dataclass
+class Call:
+    """One graph run of a case, as the oracle's run made it: which graph, the model, its feeds."""
+
+    graph: str
+    model: onnx.ModelProto
+    feeds: dict[str, np.ndarray]
+    step: int
+
+
+def _calls(built: Built, ref: Backend) -> list[Call]:
+    """Every graph run of the case on the reference, in order, with its feeds (a zoo model: as
+    the decode loop builds them, carried presents from the reference's own run)."""
+    calls: list[Call] = []
+    if built.driver is None:
+        sess = ref.prepare(ModelRef(built.model))
+        prev: dict[str, np.ndarray] = {}
+        for i, feeds in enumerate(built.feeds):
+            f = dict(feeds)
+            if i:
+                f.update({inp: prev[out] for out, inp in built.carry.items()})
+            calls.append(Call("model", built.model, f, i))
+            prev = sess.run(f)
+        return calls
+    models: dict[str, onnx.ModelProto] = {}
+    decoder_runs = [0]
+    logits_graphs = {built.driver.contract.graphs.decoder, built.driver.contract.graphs.prefill}
+
+    class Recording:
+        def __init__(self, inner, graph):
+            self.inner, self.graph = inner, graph
+
+        def run(self, feeds):
+            step = decoder_runs[0]
+            if self.graph in logits_graphs:
+                decoder_runs[0] += 1
+            calls.append(Call(self.graph, models[self.graph], dict(feeds), step))
+            return self.inner.run(feeds)
+
+        def close(self):
+            self.inner.close()
+
+    def prepare(mref: ModelRef):
+        graph = str(Path(mref.path).relative_to(built.driver.root))
+        models[graph] = onnx.load(str(mref.path))
+        return Recording(ref.prepare(ModelRef(models[graph])), graph)
+
+    driven = built.driver.prepare(prepare)
+    try:
+        driven.run_steps()
+    finally:
+        driven.close()
+    return calls
+
+
+def _run(backend: Backend, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    s = backend.prepare(ModelRef(model))
+    try:
+        return s.run(dict(feeds))
+    finally:
+        s.close()
+
+
+def _first_bad_step(case: Case, built: Built, backend: Backend) -> tuple[int | None, str]:
+    """The step whose outputs first leave the case's oracle on this backend; None if none does."""
+    from .runner import run_cell
+
+    rec = run_cell(case, backend, built)
+    if rec["status"] in ("pass",):
+        return None, rec["status"]
+    return int(rec["metrics"].get("first_bad_step", 0) or 0), rec["status"]
+
+
+class _Judge:
+    """Standalone checks of one node (or prefix) on the backend and the reference."""
+
+    def __init__(self, backend: Backend, ref: Backend):
+        self.backend, self.ref = backend, ref
+
+    def node(self, model, node, values, produced) -> tuple[bool, dict[str, Any], Any]:
+        """(fails on the backend and not on the reference, per-output metrics, (model, feeds, expected))."""
+        m, feeds = single_node(model, node, values, produced)
+        try:
+            expected = _run(self.ref, m, feeds)
+        except Exception as e:  # noqa: BLE001 - the node cannot stand alone on the oracle
+            return False, {"standalone": f"the reference could not run it alone: {e}"}, None
+        try:
+            got = _run(self.backend, m, feeds)
+        except Exception as e:  # noqa: BLE001
+            return False, {"standalone": f"the backend refused it alone: {str(e)[:300]}"}, (m, feeds, expected)
+        metrics, failed = {}, False
+        for o, e in expected.items():
+            ok, mm = agree(got.get(o, np.array([])), e, op_profile(node.op_type, np.asarray(e).dtype))
+            metrics[o] = mm
+            failed |= not ok
+        return failed, metrics, (m, feeds, expected)
+
+
+def locate(case: Case, backend: Backend, ref: Backend, out_dir: str | Path | None = None,
+           log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Find, extract and check the first diverging node of one cell; the result record."""
+    built = case.build()
+    bad_step, status = _first_bad_step(case, built, backend)
+    result: dict[str, Any] = {"case_id": case.id, "backend": backend.name, "cell_status": status}
+    if bad_step is None:
+        result.update(found=False, why="the cell passes: no output leaves the oracle")
+        return result
+    calls = _calls(built, ref)
+    upto = [c for c in calls if c.step <= bad_step]
+    log(f"{len(upto)} graph run(s) up to step {bad_step}")
+    judge = _Judge(backend, ref)
+    exposed_ok = False
+    for call in upto:
+        found, exposed = _walk(call, backend, ref, judge, log)
+        exposed_ok |= exposed
+        if found:
+            result.update(found)
+            break
+    else:
+        found = _bisect(upto[-1], backend, ref, judge, log)
+        if found:
+            result.update(found)
+        else:
+            result.update(found=False, why=(
+                "no node leaves its profile against the reference, exposed or cut: the backend agrees with the "
+                "reference here, so the cell's mismatch is against the case's own oracle (the reference "
+                "mismatches it too, or the divergence needs the whole graph)"))
+            result["reference_cell"] = _first_bad_step(case, built, ref)[1]
+            return result
+    result["step"] = result.pop("_step")
+    if out_dir is not None and result.get("_extract"):
+        result.update(_write_repro(case, backend, ref, result, Path(out_dir)))
+    result.pop("_extract", None)
+    return clean_for_json(result)
+
+
+def _node_record(node: onnx.NodeProto, index: int) -> dict[str, Any]:
+    return {"name": node.name, "op_type": node.op_type, "domain": node.domain or "ai.onnx", "index": index,
+            "attributes": _attrs(node), "inputs": list(node.input), "outputs": list(node.output)}
+
+
+def _walk(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> tuple[dict | None, bool]:
+    model = call.model
+    exposed = expose_all(model)
+    ref_vals = _run(ref, exposed, call.feeds)
+    try:
+        got = _run(backend, exposed, call.feeds)
+    except Exception as e:  # noqa: BLE001 - refuses the modified graph: bisect instead
+        log(f"{call.graph} step {call.step}: the backend refused the exposed graph ({str(e)[:120]}); bisecting")
+        return None, False
+    produced = {o: n for n in model.graph.node for o in n.output if o}
+    profiles = node_profiles(model, ref_vals)
+    drift = 0
+    confirmed = 0
+    seen_unexposed = 0
+    for i, node in enumerate(model.graph.node):
+        outs = [o for o in node.output if o and o in ref_vals]
+        obs = [o for o in outs if o in got]
+        seen_unexposed += len(outs) - len(obs)
+        if not obs:
+            continue
+        metrics, bad = {}, False
+        profile = profiles[_key(node, i)]
+        for o in obs:
+            ok, m = agree(got[o], ref_vals[o], profile)
+            metrics[o] = m
+            bad |= not ok
+        if not bad:
+            continue
+        if confirmed >= MAX_CONFIRM:
+            log(f"stopped after {MAX_CONFIRM} candidates that pass standalone")
+            return None, True
+        confirmed += 1
+        fails, alone, extract = judge.node(model, node, {**call.feeds, **ref_vals}, produced)
+        if not fails:
+            drift += 1
+            continue
+        # inputs judged by this node's own profile: "agree" means "close enough that this node
+        # had no excuse"
+        inputs = {}
+        for name in node.input:
+            if not name:
+                continue
+            if name not in produced:
+                inputs[name] = "graph input or initializer: fed identically"
+            elif name in got:
+                inputs[name] = agree(got[name], ref_vals[name], profile)[1]
+            else:
+                inputs[name] = "not exposed by the backend"
+        log(f"located {node.op_type} {node.name!r} ({call.graph} step {call.step}, intermediates)")
+        return {"found": True, "method": "intermediates", "graph": call.graph, "_step": call.step,
+                "node": _node_record(node, i), "profile": profile, "inputs_profile": profile, "metrics": metrics, "standalone_metrics": alone,
+                "inputs_metrics": inputs, "drift_candidates": drift, "unexposed_outputs": seen_unexposed,
+                "extracted": "node", "_extract": extract}, True
+    log(f"{call.graph} step {call.step}: no node fails standalone ({drift} drifted within the graph only)")
+    return None, True
+
+
+def _bisect(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> dict | None:
+    """Prefix cuts: a binary search for a node whose cut fails while the cut before it passes,
+    then down through failing producers until every input's cut passes (the divergence starts
+    at that node, not upstream: a binary search alone can land on a node whose own input was
+    already off, because the cuts' failures are not monotone over a branching graph)."""
+    model = call.model
+    nodes = list(model.graph.node)
+    ref_vals = _run(ref, expose_all(model), call.feeds)
+    profiles = node_profiles(model, ref_vals)
+    index = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    out_names = {o.name for o in model.graph.output}
+    last = max((i for i, n in enumerate(nodes) if out_names & set(n.output)), default=len(nodes) - 1)
+    cache: dict[int, tuple[bool, Any]] = {}
+
+    def fails(k: int) -> bool:
+        if k not in cache:
+            cut = prefix(model, k)
+            exp = {o: ref_vals[o] for o in nodes[k].output if o in ref_vals}
+            try:
+                got = _run(backend, cut, call.feeds)
+            except Exception as e:  # noqa: BLE001 - a refusal of the cut is its failure
+                cache[k] = (True, {"refused": str(e)[:500]})
+                return True
+            metrics, bad = {}, False
+            for o, e in exp.items():
+                ok, m = agree(got.get(o, np.array([])), e, profiles[_key(nodes[k], k)])
+                metrics[o], bad = m, bad or not ok
+            cache[k] = (bad, metrics)
+        return cache[k][0]
+
+    if not fails(last):
+        log("the last cut passes: the divergence needs more than the graph's prefix")
+        return None
+    lo, hi = 0, last
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fails(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    k = lo
+    while True:  # down to a node whose inputs' cuts all pass
+        bad_inputs = [index[i] for i in nodes[k].input if i in index and fails(index[i])]
+        if not bad_inputs:
+            break
+        k = min(bad_inputs)
+    node = nodes[k]
+    log(f"bisected to node {k} {node.op_type} {node.name!r} in {len(cache)} cuts")
+    produced = {o: n for n in nodes for o in n.output if o}
+    alone_fails, alone, extract = judge.node(model, node, {**call.feeds, **ref_vals}, produced)
+    rec = {"found": True, "method": "bisect", "graph": call.graph, "_step": call.step, "node": _node_record(node, k),
+           "profile": profiles[_key(node, k)], "metrics": cache[k][1], "standalone_metrics": alone,
+           "cuts": len(cache), "inputs_metrics": {n: ("graph input or initializer: fed identically" if n not in index
+                                                      else {"cut_passes": True, **cache[index[n]][1]})
+                                                  for n in node.input if n}}
+    if alone_fails:
+        rec.update(extracted="node", _extract=extract)
+    else:
+        cut = prefix(model, k)
+        rec.update(extracted="prefix", _extract=(cut, dict(call.feeds), {o: ref_vals[o] for o in node.output if o}))
+    return rec
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_")[:120] or "node"
+
+
+def _write_repro(case: Case, backend: Backend, ref: Backend, result: dict, out_dir: Path) -> dict[str, Any]:
+    """The extracted node (or prefix) as a bundle, checked: fails on the backend, passes on the reference."""
+    from .bundle import write_bundle
+    from .runner import run_cell
+
+    model, feeds, expected = result["_extract"]
+    feeds = {k: v for k, v in feeds.items() if k in {i.name for i in model.graph.input}}
+    node = result["node"]
+    sub_built = Built(model=model, feeds=[feeds], expected=[dict(expected)],
+                      oracle="reference backend (onnx.reference + onnx-compat refops), on the recorded inputs")
+    sub = Case(id=f"locate/{case.id}/{_safe(node['name'] or node['op_type'])}", family="locate",
+               features={"source_case": case.id, "node": node["name"], "op_type": node["op_type"],
+                         "step": result["step"], "graph": result["graph"], "extracted": result["extracted"]},
+               marks=(), tolerance=result["profile"], make=lambda rng: sub_built,
+               description=f"{node['op_type']} {node['name']} of {case.id}, extracted by onnx-compat locate")
+    dest = out_dir / f"{_safe(case.id)}--{_safe(backend.name)}"
+    write_bundle(sub, sub_built, dest, backend=backend.name)
+    on_b = run_cell(sub, backend, sub_built)["status"]
+    on_r = run_cell(sub, ref, sub_built)["status"]
+    return {"repro": str(dest), "repro_check": {backend.name: on_b, "reference": on_r},
+            "repro_ok": on_b != "pass" and on_r == "pass"}
+
+
+def find_case(case_id: str, grid: str | None = None) -> Case:
+    """A case by id: the grid's families, or a zoo twin. KeyError names close ids."""
+    from .registry import load_cases
+    from .zoo import zoo_cases
+
+    cases = {c.id: c for c in load_cases(grid)}
+    if case_id not in cases:
+        cases.update({c.id: c for c in zoo_cases("twins")})
+    if case_id not in cases:
+        close = [c for c in cases if case_id in c][:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else "; `onnx-compat list` shows the ids"
+        raise KeyError(f"unknown case id {case_id!r}{hint}")
+    return cases[case_id]
+
+
+def summary_line(res: dict[str, Any]) -> str:
+    """One line for a terminal or a cell's message."""
+    if not res.get("found"):
+        return f"{res['case_id']} on {res['backend']}: not located: {res.get('why', '')}"
+    n = res["node"]
+    worst = max((m.get("nmse", 0) for m in res.get("metrics", {}).values() if isinstance(m, dict)), default=0)
+    return (f"{res['case_id']} on {res['backend']}: first diverging node {n['op_type']} {n['name']!r} "
+            f"({res['graph']}, step {res['step']}, by {res['method']}; profile {res['profile']}, NMSE {worst:.3g}); "
+            f"repro {res.get('repro', '-')} ({'fails there, passes on the reference' if res.get('repro_ok') else 'check: ' + str(res.get('repro_check'))})")
+
+
+def locate_cell(case: Case, backend_name: str, out_dir: str | Path | None, timeout: float = 120.0,
+                log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """locate() with backends by name (isolated ones in their worker), closed afterwards."""
+    from . import backends
+
+    b = backends.get(backend_name, timeout=timeout)
+    r = backends.get("reference", isolated=False)
+    try:
+        return locate(case, b, r, out_dir, log)
+    finally:
+        b.close()
+        r.close()
+
+
+def locate_records(records: list[dict[str, Any]], out: Path, timeout: float, log=print) -> int:
+    """`run --locate`: every zoo cell that ran to a mismatch gets metrics["located"] (the node,
+    its method and its checked repro under out/located/); returns how many were located."""
+    from .zoo import zoo_cases
+
+    zoo = {c.id: c for c in zoo_cases("twins")}
+    n = 0
+    for rec in records:
+        if rec["family"] != "zoo" or rec["status"] not in ("mismatch", "ambiguous") or rec["backend"] == "reference":
+            continue
+        case = zoo.get(rec["case_id"])
+        if case is None:
+            continue
+        try:
+            res = locate_cell(case, rec["backend"], out / "located", timeout)
+        except Exception as e:  # noqa: BLE001 - locating is best effort; the cell's verdict stands
+            res = {"found": False, "why": f"locate failed: {type(e).__name__}: {str(e)[:300]}"}
+        keep = {k: res.get(k) for k in ("found", "why", "method", "graph", "step", "node", "profile", "repro",
+                                         "repro_ok", "extracted") if k in res}
+        rec["metrics"]["located"] = clean_for_json(keep)
+        n += bool(res.get("found"))
+        if log:
+            log(summary_line({"case_id": rec["case_id"], "backend": rec["backend"], **res}))
+    return n
