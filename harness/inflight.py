@@ -14,6 +14,7 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +42,11 @@ class InFlight:
         self._fatal = open(self._fatal_path, "w")  # noqa: SIM115 - faulthandler needs it open
         faulthandler.enable(self._fatal, all_threads=True)
 
-    def begin(self, case_id: str, backend: str | None) -> None:
+    def begin(self, case_id: str, backend: str | None, limit: float | None = None) -> None:
+        """`limit`: seconds after which the supervisor may kill this process (`overdue`)."""
         tmp = self.dir / f".{self.pid}.tmp"
-        tmp.write_text(json.dumps({"case_id": case_id, "backend": backend, "pid": self.pid}))
+        tmp.write_text(json.dumps({"case_id": case_id, "backend": backend, "pid": self.pid,
+                                   "started": time.time(), "limit": limit}))
         os.replace(tmp, self.marker)
 
     def end(self) -> None:
@@ -83,6 +86,19 @@ def collect(root: str | os.PathLike, exclude_pid: int | None = None) -> list[Die
     for stale in d.glob("*.fatal"):
         if stale.stem.isdigit() and int(stale.stem) != exclude_pid:
             stale.unlink(missing_ok=True)
+    return out
+
+
+def overdue(root: str | os.PathLike) -> list[tuple[int, str, str, float]]:
+    """(pid, case_id, backend, limit) of every cell running past the limit its marker gives."""
+    out = []
+    for marker in (Path(root) / DIRNAME).glob("*.json"):
+        try:
+            m = json.loads(marker.read_text())
+            if m.get("limit") and m.get("backend") and time.time() - float(m["started"]) > float(m["limit"]):
+                out.append((int(m["pid"]), str(m["case_id"]), str(m["backend"]), float(m["limit"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a marker being replaced right now
     return out
 
 

@@ -161,6 +161,7 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
 _WORKER_BACKENDS: dict[str, Backend] = {}
 _WORKER_INFO: dict[str, tuple[tuple[bool, str], str]] = {}
 _INFLIGHT: inflight.InFlight | None = None
+_TIMEOUT: float | None = None  # a pool worker's --timeout: the supervisor enforces it per cell
 
 
 def _init_worker(names: Sequence[str], isolate: bool, timeout: float, out_dir: str | None = None,
@@ -169,7 +170,8 @@ def _init_worker(names: Sequence[str], isolate: bool, timeout: float, out_dir: s
     worker (`pool`: it dies with its parent, and closes its backends when the pool ends it)."""
     import warnings
 
-    global _INFLIGHT
+    global _INFLIGHT, _TIMEOUT
+    _TIMEOUT = timeout if pool else None
     if pool:
         from multiprocessing.util import Finalize
 
@@ -223,7 +225,7 @@ def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[
         b = _WORKER_BACKENDS[n]
         avail, version = _WORKER_INFO[n]
         if _INFLIGHT is not None:
-            _INFLIGHT.begin(case.id, n)
+            _INFLIGHT.begin(case.id, n, _cell_limit(built))
         rec = run_cell(case, b, built, model, avail, version)
         if rec["status"] != Status.PASS.value and repro_root and built is not None and rec["status"] != Status.UNAVAILABLE.value:
             rec["repro"] = _bundle(case, built, repro_root, n)
@@ -231,10 +233,20 @@ def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[
     return records
 
 
-def _crash_record(case: Case, name: str, version: str, message: str, repro_root: str) -> dict[str, Any]:
+def _cell_limit(built: Built | None) -> float | None:
+    """What a cell may take before the supervisor kills its worker: --timeout for loading and
+    for each step, as the isolated backends' workers count it. None: no limit known (a zoo
+    decode loop drives its own steps; a case that did not build)."""
+    if _TIMEOUT is None or built is None or getattr(built, "driver", None) is not None:
+        return None
+    return _TIMEOUT * (len(built.feeds) + 1)
+
+
+def _crash_record(case: Case, name: str, version: str, message: str, repro_root: str,
+                  status: Status = Status.CRASH) -> dict[str, Any]:
     from types import SimpleNamespace
 
-    rec = _record(case, SimpleNamespace(name=name), Status.CRASH, None, message, 0.0, version)  # type: ignore[arg-type]
+    rec = _record(case, SimpleNamespace(name=name), status, None, message, 0.0, version)  # type: ignore[arg-type]
     try:
         rec["repro"] = _bundle(case, case.build(), repro_root, name)
     except Exception:  # noqa: BLE001 - the crash is recorded even if its bundle cannot be
@@ -319,11 +331,21 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
                     n += 1
         return n
 
+    def emit_timeout(d: inflight.Died, message: str) -> None:
+        if d.case_id in by_id and d.backend and (d.case_id, d.backend) not in writer.done:
+            emit(_crash_record(by_id[d.case_id], d.backend, version_of(d.backend), message, repro_root,
+                               status=Status.TIMEOUT))
+
     stale = inflight.collect(out)
     if resume:
         n = record_deaths(stale)
         if n and log:
             print(f"resuming: {n} cell(s) crashed the previous run; recorded as crash", file=log)
+    from . import runinfo  # run.json: the machine and versions behind each backend's cells
+
+    runinfo.write(out, runinfo.describe({n: (version_of(n), getattr(backend_registry.get(n, isolated=False),
+                                                                    "provider", None)) for n in backend_names}),
+                  keep_existing=resume)
     pending: list[tuple[Case, list[str]]] = []
     total = 0
     for c in cases:
@@ -353,7 +375,7 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
         else:
             _RUN_CASES.update(by_id)
             _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, max(1, jobs), out, writer, emit,
-                      record_deaths, run_tmp)
+                      record_deaths, run_tmp, emit_timeout)
     finally:
         _RUN_CASES.clear()
         bar.close()
@@ -364,39 +386,70 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
     return {"cells_run": n_cells, "cells_total": total, "resumed": skipped, "counts": counts}
 
 
+def _result(fut, out: Path, hung: dict[tuple[str, str], float]):
+    """The future's records; meanwhile, a worker past its cell's limit is killed (the pool then
+    breaks, and the caller records that cell as `timeout`)."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    while True:
+        try:
+            return fut.result(timeout=0.5)
+        except FutureTimeout:
+            for pid, case_id, backend, limit in inflight.overdue(out):
+                hung[(case_id, backend)] = limit
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
 def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, out: Path, writer, emit,
-              record_deaths, run_tmp: str) -> None:
+              record_deaths, run_tmp: str, emit_timeout) -> None:
     """Cases over a process pool. A worker that dies takes the pool with it (BrokenProcessPool):
     the cell it died on becomes `crash` (its fatal dump names the signal), and every case not
     finished runs again in a fresh pool. A death with no fatal dump (killed from outside, out
     of memory) charges the cells in flight; a cell charged twice is recorded as `crash`."""
     todo = list(pending)
     charged: dict[tuple[str, str | None], int] = {}
+    hung: dict[tuple[str, str], float] = {}
     while todo:
         ctx = _pool_context()
         parent = os.getpid() if ctx.get_start_method() == "fork" else None  # else the forkserver is the parent
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                                    initargs=(list(backend_names), isolate, timeout, str(out), parent, True, run_tmp))
         broken: list[tuple[Case, list[str]]] = []
+        procs: list = []
         try:
             futures = [(pool.submit(_run_case_by_id, c.id, grid, names, repro_root), c, names) for c, names in todo]
+            procs = _processes(pool)  # all started by now; a broken pool forgets them
             for fut, c, names in futures:
                 try:
-                    recs = fut.result()
+                    recs = _result(fut, out, hung)
                 except BrokenProcessPool:
                     broken.append((c, names))
                     continue
                 for rec in recs:
                     emit(rec)
         except BaseException:
-            _stop_pool(pool)
+            _stop_pool(pool, procs)
             raise
         if not broken:
             pool.shutdown(wait=True)  # workers close their backends and markers on the way out
+            inflight.collect(out)  # every cell has its record: what a killed worker left means nothing now
+            try:
+                (out / inflight.DIRNAME).rmdir()
+            except OSError:
+                pass
             return
-        _stop_pool(pool)
+        _stop_pool(pool, procs)  # every worker dead before their markers are read
         died = inflight.collect(out)
-        if record_deaths(died) == 0:
+        timed_out = [d for d in died if (d.case_id, d.backend) in hung]
+        for d in timed_out:
+            limit = hung.pop((d.case_id, d.backend))
+            emit_timeout(d, f"no answer within {limit:g} s (--timeout {timeout:g} s for loading and for each "
+                            "step); its worker process was killed, the run went on")
+        died = [d for d in died if d not in timed_out]
+        if record_deaths(died) == 0 and not timed_out:
             repeat = []
             for d in died:
                 key = (d.case_id, d.backend)
@@ -428,10 +481,14 @@ def _pool_context(maps: str | None = None):
     return mp.get_context("fork")
 
 
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
+def _processes(pool: ProcessPoolExecutor) -> list:
+    return list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+
+
+def _stop_pool(pool: ProcessPoolExecutor, procs: list) -> None:
     """Shut the pool down without waiting for cells in flight (Ctrl-C, SIGTERM, a broken pool):
     its processes are killed, and their own workers die with them (PR_SET_PDEATHSIG)."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+    procs = list({id(p): p for p in [*procs, *_processes(pool)]}.values())
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         if p.is_alive():

@@ -78,6 +78,19 @@ class SegfaultingInProcess(_Base):
         return _RefSession(Reference().prepare(model), hook)
 
 
+class HangingInProcess(_Base):
+    """Hangs in the process running the cell (a deadlocked kernel), with no worker of its own."""
+    name = "fake-hang-inproc"
+    isolated = False
+
+    def prepare(self, model):
+        def hook(out, feeds):
+            if _marker(feeds):
+                time.sleep(3600)
+            return out
+        return _RefSession(Reference().prepare(model), hook)
+
+
 class Hanging(_Base):
     name = "fake-hang"
 
@@ -131,7 +144,8 @@ class Missing(_Base):
 ALL = "fake-abort=tests.fake_backends:Aborting,fake-hang=tests.fake_backends:Hanging," \
       "fake-refuse=tests.fake_backends:Refusing,fake-break=tests.fake_backends:Breaking," \
       "fake-lie=tests.fake_backends:Lying,fake-missing=tests.fake_backends:Missing," \
-      "fake-abort-inproc=tests.fake_backends:AbortingInProcess,fake-segv-inproc=tests.fake_backends:SegfaultingInProcess"
+      "fake-abort-inproc=tests.fake_backends:AbortingInProcess,fake-segv-inproc=tests.fake_backends:SegfaultingInProcess," \
+      "fake-hang-inproc=tests.fake_backends:HangingInProcess"
 
 
 class AbortingAtStart(_Base):

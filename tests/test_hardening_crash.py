@@ -118,3 +118,20 @@ def test_a_worker_dying_before_any_cell_is_one_line_with_the_run_code(run_cli, t
     err = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
     assert proc.returncode == 3 and len(err) == 1 and "--in-process" in err[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_hang_inside_an_in_process_backend_costs_one_cell_as_timeout(run_cli, tmp_path):
+    """The supervisor kills a worker whose cell runs past --timeout for loading and each step."""
+    import time
+
+    out = tmp_path / "o"
+    t0 = time.monotonic()
+    proc = _run(run_cli, out, "reference,fake-hang-inproc", "--timeout", "1", "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    recs = _records(out)
+    status = {c: r["status"] for (c, b), r in recs.items() if b == "fake-hang-inproc"}
+    assert len(status) == 12 and set(status.values()) == {"timeout", "pass"}, status
+    assert all(r["status"] == "pass" for (c, b), r in recs.items() if b == "reference")
+    hung = next(r for (c, b), r in recs.items() if r["status"] == "timeout")
+    assert "no answer within 2 s" in hung["message"] and hung["repro"], hung
+    assert time.monotonic() - t0 < 240
