@@ -57,9 +57,13 @@ OP_CLASS = {
 MAX_CONFIRM = 60
 
 
-def op_profile(op_type: str, dtype: Any) -> str:
-    """The tolerance profile a node's output is judged by: its op class at its dtype."""
+def op_profile(op_type: str, dtype: Any, attrs: Mapping[str, Any] | None = None) -> str:
+    """The tolerance profile a node's output is judged by: its op class at its dtype. A
+    MatMulNBits with accuracy_level 4 may quantise its activations to int8 (the schema says
+    so): the int8-activation profile, as the matmulnbits family judges it."""
     cls = OP_CLASS.get(op_type, "pointwise")
+    if op_type == "MatMulNBits" and int((attrs or {}).get("accuracy_level", 0)) == 4:
+        return "int8act-blockq-matmul"
     d = np.dtype(dtype)
     name = "fp16" if d == np.float16 else "bf16" if d.name == "bfloat16" else "fp32"
     prof = f"{name}-{cls}"
@@ -97,7 +101,7 @@ def node_profiles(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> d
     for i, node in enumerate(model.graph.node):
         outs = [o for o in node.output if o]
         dt = next((np.asarray(values[o]).dtype for o in outs if o in values), np.dtype(np.float32))
-        prof = op_profile(node.op_type, dt)
+        prof = op_profile(node.op_type, dt, _attrs(node))
         if OP_CLASS.get(node.op_type) == "gather":
             for inp in node.input:
                 if inp in eff:
@@ -274,11 +278,13 @@ def _calls(built: Built, ref: Backend) -> list[Call]:
 
 
 def _run(backend: Backend, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    s = backend.prepare(ModelRef(model))
+    ref = ModelRef(model)  # held until the run ends: an isolated backend's worker reads its file then
+    s = backend.prepare(ref)
     try:
         return s.run(dict(feeds))
     finally:
         s.close()
+        del ref
 
 
 def _first_bad_step(case: Case, built: Built, backend: Backend) -> tuple[int | None, str]:
@@ -310,7 +316,7 @@ class _Judge:
             return False, {"standalone": f"the backend refused it alone: {str(e)[:300]}"}, (m, feeds, expected)
         metrics, failed = {}, False
         for o, e in expected.items():
-            ok, mm = agree(got.get(o, np.array([])), e, op_profile(node.op_type, np.asarray(e).dtype))
+            ok, mm = agree(got.get(o, np.array([])), e, op_profile(node.op_type, np.asarray(e).dtype, _attrs(node)))
             metrics[o] = mm
             failed |= not ok
         return failed, metrics, (m, feeds, expected)
@@ -436,9 +442,9 @@ def _bisect(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> d
             exp = {o: ref_vals[o] for o in nodes[k].output if o in ref_vals}
             try:
                 got = _run(backend, cut, call.feeds)
-            except Exception as e:  # noqa: BLE001 - a refusal of the cut is its failure
-                cache[k] = (True, {"refused": str(e)[:500]})
-                return True
+            except Exception as e:  # noqa: BLE001 - a cut the backend refuses (a constant output, say)
+                cache[k] = (False, {"refused": str(e)[:500]})  # says nothing of the numbers: not a divergence
+                return False
             metrics, bad = {}, False
             for o, e in exp.items():
                 ok, m = agree(got.get(o, np.array([])), e, profiles[_key(nodes[k], k)])
@@ -468,7 +474,7 @@ def _bisect(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> d
     alone_fails, alone, extract = judge.node(model, node, {**call.feeds, **ref_vals}, produced)
     rec = {"found": True, "method": "bisect", "graph": call.graph, "_step": call.step, "node": _node_record(node, k),
            "profile": profiles[_key(node, k)], "metrics": cache[k][1], "standalone_metrics": alone,
-           "cuts": len(cache), "inputs_metrics": {n: ("graph input or initializer: fed identically" if n not in index
+           "cuts": len(cache), "refused_cuts": sum("refused" in v[1] for v in cache.values()), "inputs_metrics": {n: ("graph input or initializer: fed identically" if n not in index
                                                       else {"cut_passes": True, **cache[index[n]][1]})
                                                   for n in node.input if n}}
     if alone_fails:

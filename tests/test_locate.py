@@ -43,10 +43,17 @@ def perturb(model: onnx.ModelProto, node_name: str, delta: float = 1e-2) -> onnx
 
 
 class _Session(Session):
-    def __init__(self, inner, outputs):
-        self.inner, self.outputs = inner, outputs
+    """Reads the model file at the first run, as tract does (it types a model once the input
+    shapes are known): the file a ModelRef made must outlive prepare()."""
+
+    def __init__(self, model: ModelRef):
+        self.path, self.inner = model.path, None
 
     def run(self, feeds):
+        if self.inner is None:
+            proto = onnx.load(str(self.path))
+            self.outputs = [o.name for o in proto.graph.output]
+            self.inner = OrtCpu().prepare(ModelRef(perturb(proto, os.environ.get(NODE_ENV, ""))))
         got = self.inner.run(feeds)
         return {k: v for k, v in got.items() if k in self.outputs}
 
@@ -69,8 +76,7 @@ class Perturbing(Backend):
         proto = model.proto
         if os.environ.get(REFUSE_ENV) and len(proto.graph.output) > 8:
             raise RuntimeError("fake-perturb: cannot expose intermediate tensors")
-        outputs = [o.name for o in proto.graph.output]
-        return _Session(OrtCpu().prepare(ModelRef(perturb(proto, os.environ.get(NODE_ENV, "")))), outputs)
+        return _Session(model)
 
 
 @pytest.fixture()
@@ -94,13 +100,27 @@ def _target(twin_dir: Path, op_type: str, nth: int) -> onnx.NodeProto:
     return [n for n in m.graph.node if n.op_type == op_type][nth]
 
 
-@pytest.mark.parametrize("refuse", [False, True], ids=["intermediates", "bisect"])
-def test_broken_node_is_located_to_exactly_that_node(twin, tmp_path, monkeypatch, refuse):
-    node = _target(twin, "MatMul", 5)  # a matmul in the second layer: many nodes before and after it
+@pytest.mark.parametrize("refuse,isolated", [(False, False), (True, False), (False, True)],
+                         ids=["intermediates", "bisect", "intermediates-in-a-worker"])
+def test_broken_node_is_located_to_exactly_that_node(twin, tmp_path, monkeypatch, refuse, isolated):
+    """`isolated`: the backend runs in a worker process that reads each model from a file, as
+    tract does (the file must outlive prepare())."""
+    node = _target(twin, "MatMul", 5)  # a matmul in the first layer: many nodes before and after it
     monkeypatch.setenv(NODE_ENV, node.name)
     if refuse:
         monkeypatch.setenv(REFUSE_ENV, "1")
-    res = loc.locate(_case(twin), Perturbing(), Reference(), out_dir=tmp_path / "located")
+    backend = Perturbing()
+    if isolated:
+        from harness.backends.worker import IsolatedBackend
+
+        monkeypatch.setenv("ONNX_COMPAT_EXTRA_BACKENDS", "fake-perturb=tests.test_locate:Perturbing")
+        monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+        backend = IsolatedBackend(backend, timeout=120)
+    try:
+        res = loc.locate(_case(twin), backend, Reference(), out_dir=tmp_path / "located")
+    finally:
+        backend.close()
     assert res["found"], res
     assert res["node"]["name"] == node.name and res["node"]["op_type"] == "MatMul"
     assert res["method"] == ("bisect" if refuse else "intermediates")
