@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("results", nargs="+", metavar="RESULTS.jsonl")
     rep.add_argument("--out", required=True, metavar="DIR")
     rep.add_argument("--baseline", metavar="RESULTS.jsonl", help="previous results: changes are listed on top")
+    rep.add_argument("--issues", metavar="DIR", help="also write one Markdown upstream issue draft per finding here")
 
     c = sub.add_parser("check", help="a bundle dir or a model on every backend; exit 1 unless all pass")
     c.add_argument("path", metavar="PATH")
@@ -268,8 +269,9 @@ def cmd_report(args) -> int:
         baseline = read_results(args.baseline) if args.baseline else None
     except ResultsError as e:
         raise UsageError(str(e)) from None
-    path = write_report(records, args.out, baseline)
-    print(f"{len(records)} cells from {len(args.results)} file(s) -> {path}")
+    path = write_report(records, args.out, baseline, sources=args.results, issues=args.issues)
+    print(f"{len(records)} cells from {len(args.results)} file(s) -> {path}"
+          + (f"; issue drafts -> {args.issues}" if args.issues else ""))
     return EXIT_OK
 
 

@@ -84,6 +84,36 @@ def _repro_root(records: list[dict[str, Any]]) -> str | None:
     return roots.most_common(1)[0][0] if roots else None
 
 
+def pass_scale(passed: int, total: int) -> str:
+    """A cell's background by how much of it agrees with the text: red (none) to green (all),
+    grey where nothing ran. The eye finds broken columns, not the worst single cell."""
+    if not total:
+        return "background:#eee"
+    f = passed / total
+    return f"background:hsl({round(120 * f)},{70 if f < 1 else 55}%,{78 if f < 1 else 82}%)"
+
+
+def judged(counts: dict[str, int]) -> tuple[int, int, list[tuple[str, int]]]:
+    """(agreeing, judged, what is not a pass): agreeing counts pass and ambiguous (a reading the
+    text allows); cells with no verdict on the backend (unavailable, skip) are not judged."""
+    total = sum(n for s, n in counts.items() if s not in ("unavailable", "skip"))
+    ok = counts.get("pass", 0) + counts.get("ambiguous", 0)
+    rest = [(s, counts[s]) for s in ALL_STATUSES if s != "pass" and counts.get(s)]
+    return ok, total, rest
+
+
+def _absolute(repro: str | None, case_id: str, roots: list[Path]) -> str | None:
+    """A bundle path the reader can use from anywhere: a relative one is looked up beside each
+    results file (the run wrote it relative to where it ran)."""
+    if not repro or Path(repro).is_absolute():
+        return repro
+    for root in roots:
+        cand = root / "repro" / case_id
+        if cand.exists():
+            return str(cand.resolve())
+    return str(Path(repro).resolve())
+
+
 def _compact(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v not in (None, "", {})}
 
@@ -146,9 +176,16 @@ def ambiguity_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None,
-           title: str = "onnx-compat report", env: dict[str, Any] | None = None) -> str:
+           title: str = "onnx-compat report", env: dict[str, Any] | None = None,
+           run_info: dict[str, dict[str, Any]] | None = None, drafts: list[dict[str, Any]] | None = None) -> str:
     jenv = Environment(loader=PackageLoader("harness", "templates"), autoescape=select_autoescape(["html", "j2"]),
                        trim_blocks=True, lstrip_blocks=True)
+    jenv.globals.update(pass_scale=pass_scale, judged=judged)
+    if drafts is None:
+        from .drafts import build
+
+        drafts = build(records, run_info)
+    draft_of = {(cid, d["backend"]): d["id"] for d in drafts for cid in d["cases"]}
     m = matrix_json(records)
     order = backend_order(records)
     families: dict[str, list[dict[str, Any]]] = {}
@@ -165,12 +202,13 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
             repro = 1
         cells.setdefault(r["case_id"], {})[r["backend"]] = _compact({
             "metrics": _slim(r), "message": r.get("message"), "tolerance": (r.get("tolerance") or {}).get("profile"),
-            "repro": repro, "seconds": _round(r.get("seconds"))})
+            "repro": repro, "seconds": _round(r.get("seconds")), "draft": draft_of.get((r["case_id"], r["backend"]))})
     return jenv.get_template("report.html.j2").render(
         title=title, backends=order, versions=m["versions"], summary=summary(records), statuses=ALL_STATUSES,
         families=families, marks=marks, env=env or environment(), n_cells=len(records),
         diff=diff(records, baseline) if baseline is not None else None,
-        ambiguities=ambiguity_table(records),
+        ambiguities=ambiguity_table(records), run_info=run_info or {}, drafts=drafts,
+        drafts_md={d["id"]: _markdown(d) for d in drafts},
         seed_rows=seed_table(records, order), feature_rows=feature_table(records), zoo_rows=zoo_table(records),
         # per cell only what differs between cells, grouped by case; versions, tolerances and the
         # repro root are looked up by name
@@ -182,9 +220,29 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
     )
 
 
-def write_report(records: list[dict[str, Any]], out_dir, baseline: list[dict[str, Any]] | None = None) -> Path:
+def _markdown(d: dict[str, Any]) -> str:
+    from .drafts import markdown
+
+    return markdown(d)
+
+
+def write_report(records: list[dict[str, Any]], out_dir, baseline: list[dict[str, Any]] | None = None,
+                 sources=None, issues=None) -> Path:
+    """matrix files and report.html in out_dir; `sources` are the results files (their run.json
+    sidecars name each column's machine; relative bundle paths resolve beside them), by default
+    out_dir/results.jsonl; `issues`: also write the upstream issue drafts there as Markdown."""
+    from . import runinfo
+    from .drafts import build, write_markdown
+
     out = Path(out_dir)
+    sources = [Path(p) for p in (sources or [out / "results.jsonl"])]
+    roots = [p.parent for p in sources]
+    records = [{**r, "repro": _absolute(r.get("repro"), r["case_id"], roots)} if r.get("repro") else r for r in records]
+    info = runinfo.for_results(sources)
+    drafts = build(records, info)
     write_matrix(records, out)
     path = out / "report.html"
-    atomic_write_text(path, render(records, baseline))
+    atomic_write_text(path, render(records, baseline, run_info=info, drafts=drafts))
+    if issues:
+        write_markdown(drafts, issues)
     return path

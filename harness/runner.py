@@ -341,6 +341,11 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
         n = record_deaths(stale)
         if n and log:
             print(f"resuming: {n} cell(s) crashed the previous run; recorded as crash", file=log)
+    from . import runinfo  # run.json: the machine and versions behind each backend's cells
+
+    runinfo.write(out, runinfo.describe({n: (version_of(n), getattr(backend_registry.get(n, isolated=False),
+                                                                    "provider", None)) for n in backend_names}),
+                  keep_existing=resume)
     pending: list[tuple[Case, list[str]]] = []
     total = 0
     for c in cases:

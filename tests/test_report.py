@@ -141,8 +141,56 @@ def test_report_renders_and_filters_in_headless_chromium(run_cli, tmp_path):
                           capture_output=True, text=True, timeout=120).stdout
     title = re.search(r'id="d-title">([^<]*)<', dom3).group(1)
     assert title == f"{lie['case_id']} [fake-lie]"
-    assert "outside atol" in re.search(r'id="d-message">([^<]*)<', dom3).group(1)
+    assert "outside atol" in re.search(r'id="d-message-first">([^<]*)<', dom3).group(1)  # first line first
     assert "fp32-pointwise" in re.search(r'id="d-tol">([^<]*)<', dom3).group(1)
     assert "fake Lying" in re.search(r'id="d-version">([^<]*)<', dom3).group(1)
-    assert re.search(r'id="d-repro">sh [^<]*/repro/' + re.escape(lie["case_id"]) + r'/repro\.sh fake-lie<', dom3)
-    assert '"layout":' in html.unescape(re.search(r'id="d-features">([^<]*)<', dom3).group(1))
+    repro = html.unescape(re.search(r'id="d-repro">([^<]*)<', dom3).group(1)).splitlines()
+    assert re.fullmatch(r"sh /\S*/repro/" + re.escape(lie["case_id"]) + r"/repro\.sh fake-lie", repro[0])
+    assert repro[-1] == f"onnx-compat export {lie['case_id']} --out DIR && sh DIR/repro.sh fake-lie"
+    # the details as a person reads them: metrics in a table, each against its bound and by how much
+    metrics = _table(re.search(r'<table id="d-metrics">(.*?)</table>', dom3, re.S).group(1))
+    assert metrics[0] == ["metric", "value", "bound", "exceeded by"]
+    nmse = next(r for r in metrics if r[0] == "NMSE")
+    tol = lie["tolerance"]
+    assert nmse[2] == "max_nmse " + _fmt(tol["max_nmse"])
+    assert nmse[3] == ("×" + _fmt(lie["metrics"]["nmse"] / tol["max_nmse"]) if lie["metrics"]["nmse"] > tol["max_nmse"]
+                       else "within")
+    feats = re.findall(r"<li><b>([^<]*)</b>: ([^<]*)</li>", re.search(r'<ul id="d-features">(.*?)</ul>', dom3, re.S).group(1))
+    assert ("layout", "3d") in feats
+    assert re.search(r'id="d-draft"[^>]*>\d{3}-fake-lie-', dom3)  # the cell links to its upstream draft
+    # a filter in the URL scrolls the matrix into view
+    assert "scrollIntoView" in page.read_text()
+
+
+def _fmt(v):
+    """The page's number format (fmt() in report.html.j2): 4 significant digits, exponent outside 1e-3..1e4."""
+    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
+        m, e = f"{v:.2e}".split("e")
+        return f"{m}e{int(e):+d}".replace("e+", "e+")
+    return f"{float(f'{v:.4g}'):g}"
+
+
+def _table(body):
+    return [[html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+
+
+def test_details_and_drafts_render_as_tables(run_cli, tmp_path):
+    """Without a browser: the summary colours by pass fraction, the drafts hold their numbers in
+    a table, and the details panel has a table and a list (filled by the page's script)."""
+    from tests.test_drafts import grid
+
+    res = tmp_path / "results.jsonl"
+    res.write_text("".join(json.dumps(r) + "\n" for r in grid()))
+    run_cli("report", res, "--out", tmp_path / "r", check=0)
+    page = (tmp_path / "r" / "report.html").read_text()
+    p = Tags()
+    p.feed(page)
+    ids = {a.get("id"): t for t, a in p.tags}
+    assert ids["d-metrics"] == "table" and ids["d-features"] == "ul" and ids["d-message-first"] == "p"
+    drafts = re.findall(r'<details class="draft" id="draft-([^"]+)">(.*?)</details>\n', page, re.S)
+    assert [d for d, _ in drafts] == ["001-rt-groupqueryattention-unsupported", "002-rt-groupqueryattention-mismatch"]
+    numbers = _table(re.search(r'<table class="numbers">(.*?)</table>', drafts[1][1], re.S).group(1))
+    assert numbers[0] == ["metric", "worst", "typical (median)", "bound"]
+    assert numbers[1] == ["nmse", "0.9", "0.5", "max_nmse 1e-08"]
+    assert "rt 1.0" in drafts[1][1] and "sh /abs/repro/gqa/ragged-phi3/repro.sh rt" in drafts[1][1]

@@ -1,0 +1,201 @@
+"""Upstream issue drafts: which cells are findings, N cells of one bug -> one draft, what a
+draft holds (versions, numbers, the operator text, the command), hostile strings kept inert
+in HTML and fenced in Markdown, and `report --issues DIR` / run.json through the CLI."""
+
+import json
+import re
+from html.parser import HTMLParser
+
+from harness import drafts, runinfo
+from harness.report import render
+
+GQA_TOL = {"atol": 2e-05, "rtol": 0.001, "max_nmse": 1e-08, "int_atol": 1.0, "profile": "fp32-attention"}
+BASE = {"phase": "decode", "layout": "gemma3", "ragged": 0, "softcap": 0.0, "do_rotary": 0, "dtype": "fp32"}
+
+
+def cell(cid, backend, status, message="", nmse=None, repro=None, version="rt 1.0", **feat):
+    m = {} if nmse is None else {"nmse": nmse, "max_abs": nmse * 10, "need_atol": nmse * 10, "cosine": 1 - nmse}
+    return {"case_id": cid, "family": "gqa", "features": {**BASE, **feat}, "marks": ["gqa"], "backend": backend,
+            "backend_version": version, "status": status, "metrics": m, "tolerance": GQA_TOL, "message": message,
+            "seconds": 0.01, "repro": repro}
+
+
+def grid():
+    """rt refuses every softcap case (two softcap values, two layouts), gets every ragged decode
+    wrong (three layouts), passes the rest; ref passes everything."""
+    out = []
+    for lay in ("gemma3", "phi3", "llama"):
+        out.append(cell(f"gqa/plain-{lay}", "rt", "pass", layout=lay))
+        out.append(cell(f"gqa/plain-{lay}", "ref", "pass", layout=lay))
+        for cap in (30.0, 50.0):
+            cid = f"gqa/softcap{cap:g}-{lay}"
+            out.append(cell(cid, "rt", "unsupported", "GroupQueryAttention: softcap is unsupported\n  while: x",
+                            layout=lay, softcap=cap))
+            out.append(cell(cid, "ref", "pass", layout=lay, softcap=cap))
+        cid = f"gqa/ragged-{lay}"
+        nmse = {"gemma3": 0.9, "phi3": 0.3, "llama": 0.5}[lay]
+        out.append(cell(cid, "rt", "mismatch", "output 'output': 10/20 outside", nmse=nmse, layout=lay, ragged=1,
+                        repro=f"/abs/repro/{cid}"))
+        out.append(cell(cid, "ref", "pass", layout=lay, ragged=1))
+    return out
+
+
+def test_cells_of_one_bug_are_one_draft():
+    ds = drafts.group(grid())
+    by_kind = {d.kind: d for d in ds}
+    assert len(ds) == 2 and {d.backend for d in ds} == {"rt"}
+    refused, wrong = by_kind["unsupported"], by_kind["mismatch"]
+    assert len(refused.cells) == 6 and refused.signature == (("softcap", drafts.SET),)
+    assert len(wrong.cells) == 3 and wrong.signature == (("ragged", drafts.SET),)
+    assert refused.pure and wrong.pure and wrong.matched == 3
+    assert drafts.title_of(wrong).startswith("com.microsoft.GroupQueryAttention with ragged set: output differs")
+    assert "softcap is unsupported" in drafts.title_of(refused)
+
+
+def _carries(rec, sig):
+    f = rec["features"]
+    return all(k in f and (f[k] not in (0, 0.0, -1, "none") if v == drafts.SET else f[k] == v) for k, v in sig)
+
+
+def test_a_named_signature_is_carried_by_no_passing_cell():
+    recs = grid()
+    # rt also refuses one case with another message, and passes its twin but for the layout
+    recs.append(cell("gqa/plain-edge", "rt", "unsupported", "out of memory", layout="edge", do_rotary=1))
+    recs.append(cell("gqa/plain-edge2", "rt", "pass", layout="edge"))
+    recs.append(cell("gqa/rotary-phi3", "rt", "pass", layout="phi3", do_rotary=1))
+    ds = drafts.group(recs)
+    assert len(ds) == 3
+    for d in ds:
+        assert d.pure and d.signature
+        assert not [r for r in recs if r["backend"] == "rt" and r["status"] == "pass" and _carries(r, d.signature)]
+    oom = next(d for d in ds if "memory" in drafts.title_of(d))
+    # neither layout=edge nor do_rotary alone excludes the passes: it takes both
+    assert oom.signature == (("do_rotary", drafts.SET), ("layout", "edge"))
+
+
+def test_what_is_not_a_finding():
+    recs = [cell("a", "rt", "ambiguous", nmse=0.5), cell("b", "reference", "mismatch", nmse=0.5),
+            cell("c", "rt", "unavailable"), cell("d", "rt", "skip"),
+            cell("e", "rt", "error", "onnx-compat could not build this case:\nTraceback"),
+            {**cell("f", "rt", "unsupported", "refused"), "metrics": {"required_refusal": "R10-refusal"}},
+            cell("g", "rt", "pass")]
+    assert drafts.group(recs) == []
+    for st in ("mismatch", "crash", "timeout", "error", "unsupported"):
+        assert drafts.is_finding(cell("x", "rt", st, "boom", nmse=0.5 if st == "mismatch" else None))
+
+
+def test_a_draft_holds_versions_numbers_text_and_command():
+    recs = grid()
+    info = {"rt": {"date": "2026-11-23 10:00 UTC", "host": "box", "device": "NVIDIA H100 (driver 1)",
+                   "packages": {"onnxruntime": "1.32.0"}}}
+    built = {d["kind"]: d for d in drafts.build(recs, info)}
+    wrong = built["mismatch"]
+    md = drafts.markdown(wrong)
+    assert "`rt 1.0`" in md and "NVIDIA H100" in md and "onnxruntime 1.32.0" in md
+    nm = next(n for n in wrong["numbers"] if n["metric"] == "nmse")
+    assert (nm["worst"], nm["typical"]) == (0.9, 0.5)  # worst and median of 0.9, 0.3, 0.5
+    assert "| nmse | 0.9 | 0.5 | max_nmse 1e-08 |" in md
+    # the smallest repro: no bundle on disk, so the shortest id; both commands
+    assert wrong["repro"]["case_id"] == "gqa/ragged-phi3"
+    assert "sh /abs/repro/gqa/ragged-phi3/repro.sh rt" in md
+    assert "onnx-compat export gqa/ragged-phi3 --out DIR && sh DIR/repro.sh rt" in md
+    assert "- `ref`: 3 pass" in md  # the other runtime on the same cases
+    # the operator text, quoted from onnxruntime's schema: the op and the attribute the signature names
+    refused = built["unsupported"]
+    quoted = dict(refused["operator_text"]["parts"])
+    assert quoted["softcap"].startswith("Softcap value for attention weights")
+    assert "get_all_operator_schema" in refused["operator_text"]["source"]
+    assert "> `softcap`: Softcap value for attention weights" in drafts.markdown(refused)
+
+
+HOSTILE = "```\n</textarea><script>alert(1)</script>\n~~~ `x` <img src=x onerror=alert(2)>"
+
+
+def _fenced_lines(md):
+    """Indices of the lines CommonMark reads as inside a fenced code block."""
+    inside, fence, out = False, "", set()
+    for i, line in enumerate(md.splitlines()):
+        m = re.match(r"^(`{3,}|~{3,})", line)
+        if not inside and m:
+            inside, fence = True, m.group(1)
+        elif inside and re.fullmatch(re.escape(fence[0]) + f"{{{len(fence)},}}\\s*", line):
+            inside = False
+        elif inside:
+            out.add(i)
+    return out
+
+
+def test_hostile_strings_in_drafts_are_fenced_and_escaped():
+    recs = [cell("gqa/`evil`<b>", "rt", "crash", HOSTILE, repro="/r/x"), cell("gqa/ok", "ref", "pass")]
+    dr = drafts.build(recs)[0]
+    md = drafts.markdown(dr)
+    lines = md.splitlines()
+    # the whole message, its own fences included, sits inside one fence: nothing in it can close it
+    inside = _fenced_lines(md)
+    for part in HOSTILE.splitlines()[1:]:  # the first, a bare ```, would close a 3-backtick fence early
+        hits = [n for n, line in enumerate(lines) if line == part]
+        assert hits and all(n in inside for n in hits), part
+    # and it does not: the full message sits right after its opening fence, which is longer
+    opening = lines[lines.index(HOSTILE.splitlines()[1]) - 2]
+    assert re.fullmatch(r"`{4,}text", opening) and lines[lines.index(HOSTILE.splitlines()[1]) - 1] == "```"
+    # outside fences, data is escaped: the case id in inline code, the title with no raw tag
+    assert "<b>" not in lines[0]
+    assert "Case ``gqa/`evil`<b>``" in md  # a code span its one backtick cannot close
+    page = render(recs)
+
+    class Tags(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append((tag, dict(attrs)))
+
+    p = Tags()
+    p.feed(page)
+    assert [t for t, _ in p.tags].count("script") == 6  # the page's own
+    assert not [t for t, a in p.tags if t == "img" or any(k.startswith("on") for k in a)]
+    assert "&lt;/textarea&gt;&lt;script&gt;" in page
+
+
+def test_report_issues_dir_and_run_json_per_column(run_cli, tmp_path):
+    cpu, gpu = tmp_path / "cpu", tmp_path / "gpu"
+    cpu.mkdir()
+    gpu.mkdir()
+    recs = grid()
+    (cpu / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r["backend"] == "ref"))
+    (gpu / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r["backend"] == "rt"))
+    runinfo.write(cpu, {"backends": {"ref": {"date": "2026-11-20 09:00 UTC", "host": "laptop", "cpu": "Zen 4"}}})
+    runinfo.write(gpu, {"backends": {"rt": {"date": "2026-11-22 18:30 UTC", "host": "gpubox",
+                                            "device": "NVIDIA H100 80GB HBM3 (driver 570)"}}})
+    r = run_cli("report", cpu / "results.jsonl", gpu / "results.jsonl", "--out", tmp_path / "rep",
+                "--issues", tmp_path / "issues", check=0)
+    assert "issue drafts" in r.stdout
+    files = sorted(p.name for p in (tmp_path / "issues").iterdir())
+    assert files == ["001-rt-groupqueryattention-unsupported.md", "002-rt-groupqueryattention-mismatch.md",
+                     "README.md"]
+    assert "softcap" in (tmp_path / "issues" / files[0]).read_text()
+    page = (tmp_path / "rep" / "report.html").read_text()
+    summary = page[page.index('id="summary"'):page.index("</table>", page.index('id="summary"'))]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"<tr><td[^>]*>([^<]+)</td>(.*?)</tr>", summary, re.DOTALL)}
+    assert "2026-11-20 09:00 UTC · laptop · Zen 4" in rows["ref"]
+    assert "2026-11-22 18:30 UTC · gpubox · NVIDIA H100 80GB HBM3" in rows["rt"]
+    # colour by how much passes: ref all green (hue 120), rt 3 of 12 judged agree (hue 30)
+    assert "hsl(120," in rows["ref"] and "hsl(30," in rows["rt"] and "3/12" in rows["rt"]
+    assert "3 mismatch, 6 unsupported" in rows["rt"]
+    # each finding cell links to its draft
+    data = json.loads(re.search(r'id="cell-data">(.*?)</script>', page, re.DOTALL).group(1))
+    assert data["gqa/ragged-llama"]["rt"]["draft"] == "002-rt-groupqueryattention-mismatch"
+    assert "draft" not in data["gqa/ragged-llama"]["ref"]
+
+
+def test_run_writes_run_json(run_cli, tmp_path):
+    out = tmp_path / "o"
+    run_cli("run", "-k", "norm/simplified and fp32", "--backends", "reference", "--out", out, "--quiet",
+            "--no-report", check=0)
+    info = runinfo.read(out / "run.json")
+    assert set(info) == {"reference"}
+    ref = info["reference"]
+    assert ref["backend_version"].startswith("onnx.reference") and ref["device"] == ref["cpu"]
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", ref["date"]) and ref["packages"]["onnx"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".run.json")]  # no temp file left
