@@ -28,8 +28,10 @@ FAMILY = Family(
     reference_ops=ref_norms.OPS,
     rows=[
         Row("SimplifiedLayerNormalization on non-centred input",
-            "tract maps it to a mean-subtracting LayerNorm (prior research)", k="norm/simplified and largemean"),
-        Row("SkipSimplifiedLayerNormalization with bias", "input_skip_bias_sum and bias (prior research)",
+            "tract >= 0.23.4 maps it to its mean-subtracting LayerNorm (tract PR #2409)",
+            k="norm/simplified and largemean"),
+        Row("SkipSimplifiedLayerNormalization with bias",
+            "tract's importer note: 'ORT >= 1.19 does NOT apply the optional bias' to input_skip_bias_sum",
             k="norm/skipsimplified and not nobias"),
     ],
 )

@@ -59,10 +59,10 @@ def _base_scenarios(full: bool) -> list[Scenario]:
 
 
 def _named_scenarios(full: bool) -> list[Scenario]:
-    """Rows the seeds and the research name explicitly."""
+    """Rows the source reports name explicitly."""
     f16 = np.float16
     out = [
-        # seed 000: Gemma-3 1B q4 GQA node: do_rotary, past, seqlens_k positions, window 512
+        # the tract report on a Gemma-3 GenAI export (model_q4's GQA node): do_rotary, past, seqlens_k, window 512
         Scenario("gemma3", "decode", past=(600,), qlen=(1,), rotary=1, window=512, scale=0.0625),
         Scenario("gemma3", "decode", past=(600, 37), qlen=(1, 1), rotary=1, window=512, scale=0.0625),
         Scenario("gemma3", "prefill", qlen=(9,), rotary=1, window=512, scale=0.0625),
