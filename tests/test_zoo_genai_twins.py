@@ -109,3 +109,16 @@ def test_rebuild_with_the_real_builder_reproduces_every_file(name, env, tmp_path
     rebuilt = json.loads((tmp_path / name / "manifest.json").read_text())
     assert rebuilt["files"] == shipped["files"]
     assert (tmp_path / name / "manifest.json").read_bytes() == (TWINS / name / "manifest.json").read_bytes()
+
+
+def test_exporter_finding_twins_xfail_in_pytest_and_the_others_pass():
+    """The Phi-3 twins record an exporter finding (the dropped sliding window): pytest reports
+    their mismatch against eager as xfail (conftest.py), the Gemma-3 builder twins pass."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "pytest", "-m", "zoo", "--backend", "reference", "-q",
+                        "-p", "no:cacheprovider", "-k", "genai", "-rx"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert "4 passed" in r.stdout and "2 xfailed" in r.stdout, r.stdout[-2000:]
+    assert r.stdout.count("exporter finding, every backend disagrees with eager") == 2

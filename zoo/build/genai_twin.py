@@ -60,6 +60,8 @@ NOTE_G3_NEW = ("Builder 0.18.0 with transformers 5.23: the builder fails on the 
                "sliding_window.layers), max_length buffers on the global one. q4: shared_embeddings=true gives a "
                "GatherBlockQuantized embedding reading lm_head's packed weight. No builder release emits the "
                "seeds' GQA node with attention_bias wired at input 10: zoo/build/genai_probe_seed.jsonl.")
+FINDING_PHI3 = ("the builder drops Phi-3's sliding_window (local_window_size=-1 while transformers applies "
+                "config.sliding_window=16): past the window every backend disagrees with eager")
 NOTE_PHI3 = ("EXPORTER FINDING: the builder emits local_window_size=-1 for Phi-3 (0.3.0: 'Disable sliding window "
              "attribute temporarily'; 0.18.0: a layer is local only if config.layer_types says so, and Phi-3's "
              "config has none), while transformers applies config.sliding_window (2047 on the hub model, 16 here) "
@@ -83,11 +85,12 @@ SPECS = {
     "phi3-genai-q4": dict(arch="phi3", env="genai-0.2.0", builder="0.2.0", precision="int4",
                           extra={"int4_block_size": "32", "int4_accuracy_level": "4", "filename": PHI3_FILE},
                           subdir=PHI3_HUB_DIR, form="ortgenai-gqa-fused-rotary", model="phi3-mini-4k-genai-cpu-int4",
-                          notes=NOTE_PHI3),
+                          notes=NOTE_PHI3, exporter_finding=FINDING_PHI3),
     "phi3-genai-current-q4": dict(arch="phi3", env="genai-0.18.0", builder="0.18.0", precision="int4",
                                   extra={"int4_block_size": "32", "accuracy_level": "4", "filename": PHI3_FILE},
                                   subdir=PHI3_HUB_DIR, form="ortgenai-gqa-fused-rotary",
-                                  model="phi3-mini-4k-genai-cpu-int4", notes=NOTE_PHI3),
+                                  model="phi3-mini-4k-genai-cpu-int4", notes=NOTE_PHI3,
+                                  exporter_finding=FINDING_PHI3),
 }
 
 
@@ -259,6 +262,9 @@ def build(name: str, work: Path, dest_root: Path = common.TWINS) -> tuple[dict, 
     info["env_onnxruntime"] = _version("onnxruntime")
     info["env_ort_cpu_vs_eager"] = common.compare_steps(steps, got)
     info["env_ort_vs_eager_window_variants"] = window_variants(spec, work / "ckpt", twin / decoder, tokens, got)
+    if spec.get("exporter_finding"):
+        # read by conftest.py: pytest reports this twin's mismatches as xfail, and a pass as a failure
+        info["exporter_finding"] = spec["exporter_finding"]
     warnings = [ln for ln in log.splitlines() if "warn" in ln.lower()][:20]
     if warnings:
         info["builder_warnings"] = warnings
