@@ -46,6 +46,16 @@ CONFIG = {
 }
 
 
+def fixed_hash_seed() -> None:
+    """Re-run this script with PYTHONHASHSEED=0 unless it already is: Gemma4TextModel iterates a
+    set of layer-type strings, so the exported node order (and the files' sha256) would follow the
+    hash seed. Call first thing in a build script's main."""
+    import os
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 def kv_layout() -> dict:
     """KV pairs the unshared layers own, their head dims, and which layer each shared layer reads."""
     types = CONFIG["layer_types"]

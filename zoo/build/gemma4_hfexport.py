@@ -18,11 +18,16 @@ names: the contract's kv.prefill_present (docs/zoo.md).
 The graphs are as exported but for the per-node metadata (the exporter's stack traces, most of
 each .onnx file), which is dropped to keep the twin small.
 
-Run inside .zoo-envs/gemma4-torch:  python zoo/build/gemma4_hfexport.py
+With `--ort-fusions cpu` (OnnxConfig(ort_fusions="cpu"): the exporter's own fusion into ONNX
+Runtime CPU ops) the same two graphs carry com.microsoft RotaryEmbedding, SkipSimplifiedLayer-
+Normalization and, in the prefill, GroupQueryAttention with the sliding mask as attention_bias.
+
+Run inside .zoo-envs/gemma4-torch:  python zoo/build/gemma4_hfexport.py [--ort-fusions cpu]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -37,10 +42,11 @@ import gemma4_onnxrun
 
 ENV = "zoo/envs/gemma4-torch.txt"
 MODEL = "gemma4-e2b-transformers-export"  # no hub export of this form is known: no zoo.yaml entry
-NAME = "gemma4-hfexport-fp32"
+NAMES = {None: "gemma4-hfexport-fp32", "cpu": "gemma4-hfexport-ortcpu-fp32"}
+FORMS = {None: "transformers-export-prefill-decode", "cpu": "transformers-export-ort-cpu-fused"}
 SAMPLE = [5, 17, 99, 3, 42, 7, 8, 120, 33, 64, 200, 11]  # generate() input the exporter traces with
-COMMAND = ("OnnxExporter().export_for_generation(model, {input_ids: [1, 12], attention_mask: ones}, "
-           "OnnxConfig(dynamic=True)).save_pretrained(out)")
+API = ("OnnxExporter().export_for_generation(model, {{input_ids: [1, 12], attention_mask: ones}}, "
+       "OnnxConfig(dynamic=True{fusions})).save_pretrained(out)")
 
 
 def contract() -> dict:
@@ -68,7 +74,7 @@ def strip_metadata(path: Path) -> None:
     common.atomic_write_bytes(path, m.SerializeToString())
 
 
-def build() -> None:
+def build(fusions: str | None) -> None:
     import torch
     import transformers
     from transformers.exporters import OnnxConfig, OnnxExporter
@@ -81,10 +87,11 @@ def build() -> None:
         ids = torch.tensor([SAMPLE])
         t0 = time.time()
         exported = OnnxExporter().export_for_generation(
-            model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, OnnxConfig(dynamic=True))
+            model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, OnnxConfig(dynamic=True, ort_fusions=fusions))
         exported.save_pretrained(str(out))
         seconds = round(time.time() - t0, 1)
-        twin = common.TWINS / NAME
+        name = NAMES[fusions]
+        twin = common.TWINS / name
         if twin.exists():
             shutil.rmtree(twin)
         twin.mkdir(parents=True)
@@ -94,14 +101,16 @@ def build() -> None:
             strip_metadata(twin / f)
         saved_config = ck.write_config(ckpt, twin)
         model = ck.load_checkpoint(ckpt)  # a fresh copy: generate() and the export leave state behind
-        tokens, steps, info = ck.oracle_and_tokens(model, NAME)
+        tokens, steps, info = ck.oracle_and_tokens(model, name)
         common.save_oracle(twin / "oracle.npz", steps)
         c = contract()
         cmp = common.compare_steps(steps, gemma4_onnxrun.run(twin, c, tokens))
         manifest = {
-            "name": NAME, "model": MODEL, "form": "transformers-export-prefill-decode", "precision": "fp32",
+            "name": name, "model": MODEL, "form": FORMS[fusions], "precision": "fp32",
             "exporter": {"name": "transformers.exporters.OnnxExporter.export_for_generation",
-                         "version": transformers.__version__, "command": COMMAND, "env": ENV,
+                         "version": transformers.__version__,
+                         "command": "python zoo/build/gemma4_hfexport.py" + (f" --ort-fusions {fusions}" if fusions else ""),
+                         "env": ENV,
                          "script": "zoo/build/gemma4_hfexport.py"},
             "reconstruction": None,
             "checkpoint": {**ck.checkpoint_record(model), "config": saved_config},
@@ -110,6 +119,7 @@ def build() -> None:
                        "weights": "the checkpoint's float32 weights"},
             "build_info": {"kv_sharing": ck.kv_layout(), "init_std": ck.INIT_STD, "generate_check": gen,
                            "exporter_seconds": seconds, "exporter_sample_input_ids": SAMPLE,
+                           "exporter_call": API.format(fusions=f", ort_fusions={fusions!r}" if fusions else ""),
                            "exporter_versions": {"transformers": transformers.__version__,
                                                  "torch": torch.__version__.split("+")[0]},
                            "postprocess": "per-node metadata_props and doc_strings dropped from both graphs",
@@ -120,11 +130,16 @@ def build() -> None:
                       "the same name), so their value cannot change the logits; fed 0"),
         }
         common.write_manifest(twin, manifest)
-        print(NAME, json.dumps(cmp))
+        print(name, json.dumps(cmp))
     finally:
         shutil.rmtree(ckpt, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    build()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ort-fusions", choices=["cpu"], default=None,
+                    help="OnnxConfig(ort_fusions=...): fuse into ONNX Runtime's ops for that provider")
+    args = ap.parse_args()
+    ck.fixed_hash_seed()
+    build(args.ort_fusions)

@@ -101,4 +101,5 @@ def build() -> None:
 
 
 if __name__ == "__main__":
+    ck.fixed_hash_seed()
     build()

@@ -245,4 +245,6 @@ def _versions() -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--q4", action="store_true", help="also build the q4 twin (MatMulNBits)")
-    build(ap.parse_args().q4)
+    args = ap.parse_args()
+    ck.fixed_hash_seed()
+    build(args.q4)
