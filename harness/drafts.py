@@ -30,6 +30,7 @@ SET = "set"  # a feature away from its off value, whatever the value
 _OFF = (0, 0.0, -1, False, None, "", "none", "default", "off")
 _HARNESS_FAILURE = ("onnx-compat could not",)
 MAX_SIGNATURE = 3
+MAX_VALUE = 40  # characters
 
 # family -> (domain, op) where the case's features do not name the op
 _FAMILY_OPS = {"gqa": ("com.microsoft", "GroupQueryAttention"), "matmulnbits": ("com.microsoft", "MatMulNBits"),
@@ -106,9 +107,13 @@ class Draft:
 
 
 def _items(rec: dict[str, Any], offs: dict[str, Any]) -> set[tuple[str, Any]]:
+    """The case's features as candidate signature items; a long value (a zoo model's op list,
+    its exporter's command) names a model, not a feature, and is left out."""
     out = set()
     for k, v in (rec.get("features") or {}).items():
         v = _scalar(v)
+        if len(str(v)) > MAX_VALUE:
+            continue
         out.add((k, v))
         if k in offs and v != offs[k]:
             out.add((k, SET))
@@ -117,9 +122,14 @@ def _items(rec: dict[str, Any], offs: dict[str, Any]) -> set[tuple[str, Any]]:
 
 def _bucket(rec: dict[str, Any]) -> tuple[str, str]:
     """Wrong values are one kind; a refusal, error or crash is told apart by the backend's first
-    line (digits folded: '48 columns' and '40 columns' are the same refusal)."""
+    line, paths and digits folded ('48 columns' and '40 columns', or the same load error on two
+    temporary model paths, are one refusal)."""
     st = rec["status"]
-    return (st, "") if st == "mismatch" else (st, re.sub(r"\d+", "#", _first_line(rec.get("message"))))
+    return (st, "") if st == "mismatch" else (st, _fold(_first_line(rec.get("message"))))
+
+
+def _fold(line: str) -> str:
+    return re.sub(r"\d+", "#", re.sub(r"(?:/[\w.+-]+){2,}", "<path>", line))
 
 
 def group(records: list[dict[str, Any]]) -> list[Draft]:
@@ -222,7 +232,7 @@ def _common_message(cells) -> str:
     counts: dict[str, list[str]] = {}
     for c in cells:
         line = _first_line(c.get("message"))
-        counts.setdefault(re.sub(r"\d+", "#", line), []).append(line)
+        counts.setdefault(_fold(line), []).append(line)
     if not counts:
         return ""
     return max(counts.values(), key=len)[0]
@@ -237,7 +247,12 @@ def title_of(d: Draft) -> str:
     else:
         what = f"{op} (every case)" if d.pure else op
     if d.kind == "mismatch":
-        worst = max((c.get("metrics") or {}).get("nmse") or 0 for c in d.cells)
+        ms = [c.get("metrics") or {} for c in d.cells]
+        if d.op[0] == "model":  # a zoo model: logits against the oracle, teacher-forced
+            top1 = min((m["top1"] for m in ms if isinstance(m.get("top1"), (int, float))), default=None)
+            return f"{what}: logits differ from the oracle's" + (f" (top-1 agreement down to {top1:.2g})"
+                                                               if top1 is not None else "")
+        worst = max(m.get("nmse") or 0 for m in ms)
         return f"{what}: output differs from the operator's definition (NMSE up to {worst:.2g})"
     msg = _common_message(d.cells)
     verb = {"unsupported": "refused", "error": "fails while running", "crash": "crashes the process",
@@ -355,12 +370,17 @@ def build(records: list[dict[str, Any]], run_info: dict[str, dict[str, Any]] | N
         for c in d.cells:
             line = _first_line(c.get("message"))
             msgs[line] = msgs.get(line, 0) + 1
+        oth = others(d, by_case)
+        agree = [b for b, c in oth.items() if b != "reference" and (c.get("pass", 0) + c.get("ambiguous", 0))]
+        runtimes = [b for b in oth if b != "reference"]
+        caution = ("every other runtime in this run fails these cases too: check the case and its oracle "
+                   "before filing" if runtimes and not agree else "")
         out.append({
-            "id": d.id, "title": title_of(d), "backend": d.backend, "op": op_label(d.op), "kind": d.kind,
+            "id": d.id, "caution": caution, "title": title_of(d), "backend": d.backend, "op": op_label(d.op), "kind": d.kind,
             "what": KINDS[d.kind], "signature": _describe_sig(d.signature, d.pure), "pure": d.pure, "n_cells": len(d.cells),
             "matched": d.matched, "versions": versions, "run": (run_info or {}).get(d.backend),
             "operator_text": operator_text(d), "numbers": numbers(d), "repro": smallest(d),
-            "messages": sorted(msgs.items(), key=lambda kv: -kv[1])[:3], "others": others(d, by_case),
+            "messages": sorted(msgs.items(), key=lambda kv: -kv[1])[:3], "others": oth,
             "cases": d.case_ids, "tolerances": sorted({(c.get("tolerance") or {}).get("profile") or "" for c in d.cells}),
         })
     return out
@@ -394,6 +414,8 @@ def _plain(s: Any) -> str:
 
 def markdown(dr: dict[str, Any]) -> str:
     lines = [f"# {_plain(dr['title'])}", ""]
+    if dr.get("caution"):
+        lines += [f"> **Before filing**: {dr['caution']}.", ""]
     lines += [f"**Runtime**: {_code(dr['backend'])} {', '.join(_code(v) for v in dr['versions'])}  ",
               f"**Operator**: {_code(dr['op'])} · **what goes wrong**: {dr['what']} · "
               f"**cases**: {dr['n_cells']} (feature signature: {_code(dr['signature'])}"

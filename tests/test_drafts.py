@@ -100,6 +100,7 @@ def test_a_draft_holds_versions_numbers_text_and_command():
     assert "sh /abs/repro/gqa/ragged-phi3/repro.sh rt" in md
     assert "onnx-compat export gqa/ragged-phi3 --out DIR && sh DIR/repro.sh rt" in md
     assert "- `ref`: 3 pass" in md  # the other runtime on the same cases
+    assert not wrong["caution"] and "Before filing" not in md
     # the operator text, quoted from onnxruntime's schema: the op and the attribute the signature names
     refused = built["unsupported"]
     quoted = dict(refused["operator_text"]["parts"])
@@ -199,3 +200,13 @@ def test_run_writes_run_json(run_cli, tmp_path):
     assert ref["backend_version"].startswith("onnx.reference") and ref["device"] == ref["cpu"]
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", ref["date"]) and ref["packages"]["onnx"]
     assert not [p for p in out.iterdir() if p.name.startswith(".run.json")]  # no temp file left
+
+
+def test_a_draft_every_runtime_shares_says_check_the_oracle_first():
+    recs = [cell("gqa/a", "rt", "mismatch", nmse=0.5), cell("gqa/a", "rt2", "mismatch", nmse=0.5),
+            cell("gqa/a", "reference", "pass"), cell("gqa/b", "rt", "pass"), cell("gqa/b", "rt2", "pass")]
+    built = drafts.build(recs)
+    assert len(built) == 2 and all("check the case and its oracle" in d["caution"] for d in built)
+    assert "> **Before filing**: every other runtime" in drafts.markdown(built[0])
+    recs[1] = cell("gqa/a", "rt2", "pass")
+    assert not drafts.build(recs)[0]["caution"]
