@@ -8,10 +8,6 @@ data for the filters travels as JSON inside a <script type="application/json"> b
 from __future__ import annotations
 
 import json
-import platform
-import sys
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +17,12 @@ from .matrix import backend_order, matrix_json, summary, write_matrix
 from .results import atomic_write_text
 from .verdict import ALL_STATUSES
 
-PACKAGES = ["onnx-compat", "onnx", "onnxruntime", "onnxruntime-gpu", "tract", "numpy", "ml_dtypes", "pandas",
-            "onnxruntime-genai", "torch", "transformers"]
-
 
 def environment() -> dict[str, Any]:
-    versions = {}
-    for p in PACKAGES:
-        try:
-            versions[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            continue
-    import os
+    """Where the report itself is rendered (each column's run is in run.json: harness/runinfo.py)."""
+    from .runinfo import machine
 
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "packages": versions}
+    return machine()
 
 
 def _safe_json(obj: Any) -> str:

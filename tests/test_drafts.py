@@ -210,3 +210,11 @@ def test_a_draft_every_runtime_shares_says_check_the_oracle_first():
     assert "> **Before filing**: every other runtime" in drafts.markdown(built[0])
     recs[1] = cell("gqa/a", "rt2", "pass")
     assert not drafts.build(recs)[0]["caution"]
+
+
+def test_run_json_resume_keeps_entries_and_bad_files_read_as_absent(tmp_path):
+    runinfo.write(tmp_path, {"backends": {"a": {"date": "first"}}})
+    runinfo.write(tmp_path, {"backends": {"a": {"date": "second"}, "b": {"date": "second"}}}, keep_existing=True)
+    assert runinfo.read(tmp_path / "run.json") == {"a": {"date": "first"}, "b": {"date": "second"}}
+    (tmp_path / "run.json").write_text("not json")
+    assert runinfo.read(tmp_path / "run.json") == {} and runinfo.read(tmp_path / "absent.json") == {}
