@@ -147,13 +147,28 @@ def _typed(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     return {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
 
 
-def expose_all(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose every (named) top-level node output is also a graph output."""
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+
+
+def _float_output(node: onnx.NodeProto, name: str, typed: Mapping[str, onnx.ValueInfoProto]) -> bool:
+    """Typed as a float by shape inference, or (untyped) the first output of a com.microsoft
+    compute op, which onnx's shape inference does not know (MatMulNBits, GroupQueryAttention...)."""
+    if name in typed and typed[name].type.tensor_type.elem_type:
+        return typed[name].type.tensor_type.elem_type in _FLOAT_TYPES
+    return node.domain == "com.microsoft" and bool(node.output) and name == node.output[0]
+
+
+def expose_all(model: onnx.ModelProto, floats_only: bool = False) -> onnx.ModelProto:
+    """A copy whose every (named) top-level node output is also a graph output; `floats_only`:
+    only those shape inference types as floating point (a runtime that computes shapes in its
+    own dimension type, as tract does, refuses them as outputs)."""
     m = _copy(model)
     have = {o.name for o in m.graph.output}
     typed = _typed(model)
     for node in m.graph.node:
         for o in node.output:
+            if floats_only and not _float_output(node, o, typed):
+                continue
             if o and o not in have:
                 vi = onnx.ValueInfoProto()
                 if o in typed and typed[o].type.tensor_type.elem_type:
@@ -369,11 +384,18 @@ def _walk(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> tup
     model = call.model
     exposed = expose_all(model)
     ref_vals = _run(ref, exposed, call.feeds)
+    method = "intermediates"
     try:
         got = _run(backend, exposed, call.feeds)
-    except Exception as e:  # noqa: BLE001 - refuses the modified graph: bisect instead
-        log(f"{call.graph} step {call.step}: the backend refused the exposed graph ({str(e)[:120]}); bisecting")
-        return None, False
+    except Exception as e:  # noqa: BLE001 - refuses the modified graph: float tensors only, else bisect
+        log(f"{call.graph} step {call.step}: the backend refused the exposed graph ({str(e)[:120]}); "
+            "exposing float tensors only")
+        try:
+            got = _run(backend, expose_all(model, floats_only=True), call.feeds)
+            method = "intermediates (float tensors only)"
+        except Exception as e2:  # noqa: BLE001
+            log(f"refused again ({str(e2)[:120]}); bisecting")
+            return None, False
     produced = {o: n for n in model.graph.node for o in n.output if o}
     profiles = node_profiles(model, ref_vals)
     drift = 0
@@ -414,7 +436,7 @@ def _walk(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> tup
             else:
                 inputs[name] = "not exposed by the backend"
         log(f"located {node.op_type} {node.name!r} ({call.graph} step {call.step}, intermediates)")
-        return {"found": True, "method": "intermediates", "graph": call.graph, "_step": call.step,
+        return {"found": True, "method": method, "graph": call.graph, "_step": call.step,
                 "node": _node_record(node, i), "profile": profile, "inputs_profile": profile, "metrics": metrics, "standalone_metrics": alone,
                 "inputs_metrics": inputs, "drift_candidates": drift, "unexposed_outputs": seen_unexposed,
                 "extracted": "node", "_extract": extract}, True

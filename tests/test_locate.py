@@ -61,8 +61,9 @@ class _Session(Session):
 class Perturbing(Backend):
     """ORT CPU, except that the node named in $ONNX_COMPAT_TEST_PERTURB_NODE gets 1e-2 added to
     its output (wherever that node appears: the whole model, a cut, the node alone); with
-    $ONNX_COMPAT_TEST_REFUSE_EXPOSED set it refuses graphs of more than 8 outputs (a runtime
-    that cannot expose intermediates), so only cutting can find the node."""
+    $ONNX_COMPAT_TEST_REFUSE_EXPOSED=all it refuses graphs of more than 8 outputs (a runtime
+    that cannot expose intermediates: only cutting finds the node); =ints it refuses int64
+    graph outputs (tract's shape tensors: only float intermediates can be exposed)."""
 
     name = "fake-perturb"
 
@@ -74,8 +75,11 @@ class Perturbing(Backend):
 
     def prepare(self, model: ModelRef) -> Session:
         proto = model.proto
-        if os.environ.get(REFUSE_ENV) and len(proto.graph.output) > 8:
+        refuse = os.environ.get(REFUSE_ENV)
+        if refuse == "all" and len(proto.graph.output) > 8:
             raise RuntimeError("fake-perturb: cannot expose intermediate tensors")
+        if refuse == "ints" and any(o.type.tensor_type.elem_type == onnx.TensorProto.INT64 for o in proto.graph.output):
+            raise RuntimeError("fake-perturb: shape tensors cannot be outputs (tract: TDim)")
         return _Session(model)
 
 
@@ -100,15 +104,15 @@ def _target(twin_dir: Path, op_type: str, nth: int) -> onnx.NodeProto:
     return [n for n in m.graph.node if n.op_type == op_type][nth]
 
 
-@pytest.mark.parametrize("refuse,isolated", [(False, False), (True, False), (False, True)],
-                         ids=["intermediates", "bisect", "intermediates-in-a-worker"])
+@pytest.mark.parametrize("refuse,isolated", [("", False), ("all", False), ("ints", False), ("", True)],
+                         ids=["intermediates", "bisect", "floats-only", "intermediates-in-a-worker"])
 def test_broken_node_is_located_to_exactly_that_node(twin, tmp_path, monkeypatch, refuse, isolated):
     """`isolated`: the backend runs in a worker process that reads each model from a file, as
     tract does (the file must outlive prepare())."""
     node = _target(twin, "MatMul", 5)  # a matmul in the first layer: many nodes before and after it
     monkeypatch.setenv(NODE_ENV, node.name)
     if refuse:
-        monkeypatch.setenv(REFUSE_ENV, "1")
+        monkeypatch.setenv(REFUSE_ENV, refuse)
     backend = Perturbing()
     if isolated:
         from harness.backends.worker import IsolatedBackend
@@ -123,11 +127,11 @@ def test_broken_node_is_located_to_exactly_that_node(twin, tmp_path, monkeypatch
         backend.close()
     assert res["found"], res
     assert res["node"]["name"] == node.name and res["node"]["op_type"] == "MatMul"
-    assert res["method"] == ("bisect" if refuse else "intermediates")
+    assert res["method"] == {"": "intermediates", "all": "bisect", "ints": "intermediates (float tensors only)"}[refuse]
     assert res["step"] == 0 and res["profile"] == "fp32-blockq-matmul"
     worst = max(m["max_abs"] for m in res["metrics"].values())
     assert worst == pytest.approx(1e-2, rel=1e-3)  # the perturbation itself, measured
-    if not refuse:  # its inputs still agreed: each within its producer's profile, or fed identically
+    if refuse != "all":  # its inputs still agreed: each within its producer's profile, or fed identically
         assert all(isinstance(v, str) or v["bad"] == 0 for v in res["inputs_metrics"].values())
     # the bundle: the node alone, failing on the broken backend and passing on the reference
     assert res["extracted"] == "node" and res["repro_ok"], res["repro_check"]
