@@ -93,7 +93,8 @@ def test_no_shipped_genai_twin_file_over_2mb():
             assert not f.is_file() or f.stat().st_size < 2 * 1024 * 1024, f
 
 
-@pytest.mark.parametrize("name,env", [("gemma3-genai-current-q4", "genai-0.18.0")])
+@pytest.mark.parametrize("name,env", [("gemma3-genai-current-q4", "genai-0.18.0"),
+                                      ("gemma3-genai-2025-04-q4", "genai-0.7.1"), ("phi3-genai-q4", "genai-0.2.0")])
 def test_rebuild_with_the_real_builder_reproduces_every_file(name, env, tmp_path):
     """The builder run from scratch (checkpoint, export, oracle, manifest) gives the shipped bytes.
     Needs the exporter environment (.zoo-envs/<env>, from zoo/envs/<env>.txt); skipped without it."""
