@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     lo.add_argument("--timeout", type=float, default=120.0, metavar="S")
     lo.add_argument("--json", action="store_true")
 
+    x = sub.add_parser("extract", help="a model's attention/quantisation/rotary/norm configurations as op cases, "
+                                       "judged reference vs each backend")
+    x.add_argument("model", metavar="MODEL.onnx")
+    x.add_argument("--name", metavar="N", help="the model's name in the case ids (default: its twin, or the file stem)")
+    x.add_argument("--backends", metavar="a,b", help="backends to judge (default: every available one)")
+    x.add_argument("--out", metavar="DIR", help="write a repro bundle of every cell that is not a pass here")
+    x.add_argument("--json", action="store_true")
+
     e = sub.add_parser("export", help="write the repro bundle of one case, without running a backend")
     e.add_argument("case_id")
     e.add_argument("--out", required=True, metavar="DIR")
@@ -238,6 +246,16 @@ def cmd_locate(args) -> int:
     return EXIT_OK if not res.get("found") or res.get("repro_ok") else EXIT_FINDINGS
 
 
+def cmd_extract(args) -> int:
+    from .extract import ExtractError, cmd_extract as run
+
+    names = _backends(args.backends)
+    try:
+        return run(args.model, args.name, names, args.out, args.json)
+    except ExtractError as e:
+        raise UsageError(str(e)) from None
+
+
 def cmd_export(args) -> int:
     from .bundle import write_bundle
     from .registry import load_cases
@@ -302,7 +320,7 @@ def cmd_twins(args) -> int:
 
 
 COMMANDS = {"backends": cmd_backends, "list": cmd_list, "run": cmd_run, "export": cmd_export,
-            "report": cmd_report, "check": cmd_check, "locate": cmd_locate, "bench": cmd_bench, "twins": cmd_twins,
+            "report": cmd_report, "check": cmd_check, "locate": cmd_locate, "extract": cmd_extract, "bench": cmd_bench, "twins": cmd_twins,
             "install-js": cmd_install_js}
 
 

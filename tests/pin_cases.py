@@ -18,7 +18,7 @@ def describe(grid: str) -> list[str]:
 
     return [json.dumps({"id": c.id, "family": c.family, "marks": sorted(c.marks), "features": dict(c.features)},
                        sort_keys=True, default=str)
-            for c in load_cases(grid) if c.family != "zoo"]  # twins come and go with zoo/twins/
+            for c in load_cases(grid) if c.family not in ("zoo", "extracted")]  # twins come and go with zoo/twins/
 
 
 def pinned(grid: str) -> list[str]:
