@@ -190,3 +190,18 @@ def test_cli_locate_records_the_node(twin, tmp_path, run_cli, monkeypatch):
                   check=0, env=env)
     res = json.loads(out.stdout)
     assert res["node"]["name"] == node.name and res["repro_ok"]
+
+
+def test_run_locate_records_the_node_in_the_cell(twin, tmp_path, run_cli):
+    node = _target(twin, "MatMul", 5)
+    env = {"ONNX_COMPAT_EXTRA_BACKENDS": "fake-perturb=tests.test_locate:Perturbing", NODE_ENV: node.name,
+           "ONNX_COMPAT_TWINS": str(twin.parent)}
+    out = tmp_path / "run"
+    run_cli("run", "-k", f"zoo/{twin.name}", "--backends", "reference,fake-perturb", "--out", str(out), "--quiet",
+            "--no-report", "--locate", check=0, env=env)
+    recs = {r["backend"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert recs["fake-perturb"]["status"] == "mismatch" and recs["reference"]["status"] == "pass"
+    located = recs["fake-perturb"]["metrics"]["located"]
+    assert located["node"]["name"] == node.name and located["repro_ok"]
+    assert Path(located["repro"]).parent == out / "located"
+    assert "located" not in recs["reference"]["metrics"]
