@@ -7,6 +7,7 @@ and config.json themselves, not from the manifest's own graph summary:
   as the contract's per-pair list says;
 - KV sharing: fewer KV pairs than layers (layers - num_kv_shared_layers), and mobius's shared
   layers read the present of the last unshared layer of their own type;
+- transformers' exporter (multi-token decode graph): one graph runs the prompt and each step;
 - each twin's decode loop on onnxruntime CPU reproduces its eager oracle at every step.
 
 A rebuild with the exporter reproduces the shipped oracle and contract (needs the exporter
@@ -24,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TWINS = ROOT / "zoo" / "twins"
-NAMES = ["gemma4-tjs-fp32", "gemma4-tjs-q4", "gemma4-mobius-fp32"]
+NAMES = ["gemma4-tjs-fp32", "gemma4-tjs-q4", "gemma4-mobius-fp32", "gemma4-hfexport-mtd-fp32"]
 
 
 def manifest(name):
@@ -40,7 +41,9 @@ def load(name, key="decoder"):
 
 
 def dims(v):
-    return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+    """Static sizes as ints: transformers' exporter names some fixed sizes as symbols ("32")."""
+    out = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+    return [int(x) if isinstance(x, str) and x.isdigit() else x for x in out]
 
 
 def head_dims(cfg):
@@ -149,3 +152,21 @@ def test_decode_loop_on_ort_cpu_matches_the_eager_oracle(name):
     steps = rec["metrics"]["steps"]
     assert len(steps) == 1 + len(manifest(name)["tokens"]["decode"])
     assert all(s["top1"] == 1.0 for s in steps)
+
+
+def test_transformers_export_decode_graph_takes_the_prompt_and_its_window_scalars_are_pass_through():
+    """The contract drives the multi-token decode graph alone and feeds 0 to the
+    `_sliding_window_tensor` inputs: that is sound only if the query axis is dynamic and those
+    scalars reach nothing but an Identity to their own output."""
+    name = "gemma4-hfexport-mtd-fp32"
+    c, g = manifest(name)["contract"], load(name).graph
+    ins = {v.name: dims(v) for v in g.input}
+    assert c["graphs"]["prefill"] is None and c["attention_mask"] is None
+    assert isinstance(ins["input_ids"][1], str)  # symbolic: a 24-token prompt fits
+    scalars = [n for n in ins if n.endswith("._sliding_window_tensor")]
+    assert sorted(scalars) == sorted(c["extra_inputs"]) and scalars
+    outs = {v.name for v in g.output}
+    for s in scalars:
+        users = [n for n in g.node if s in n.input]
+        assert [u.op_type for u in users] == ["Identity"]
+        assert users[0].output[0] == s.replace("input.", "output.", 1) and users[0].output[0] in outs
