@@ -371,19 +371,33 @@ def build(records: list[dict[str, Any]], run_info: dict[str, dict[str, Any]] | N
             line = _first_line(c.get("message"))
             msgs[line] = msgs.get(line, 0) + 1
         oth = others(d, by_case)
-        agree = [b for b, c in oth.items() if b != "reference" and (c.get("pass", 0) + c.get("ambiguous", 0))]
-        runtimes = [b for b in oth if b != "reference"]
-        caution = ("every other runtime in this run fails these cases too: check the case and its oracle "
-                   "before filing" if runtimes and not agree else "")
-        out.append({
-            "id": d.id, "caution": caution, "title": title_of(d), "backend": d.backend, "op": op_label(d.op), "kind": d.kind,
-            "what": KINDS[d.kind], "signature": _describe_sig(d.signature, d.pure), "pure": d.pure, "n_cells": len(d.cells),
-            "matched": d.matched, "versions": versions, "run": (run_info or {}).get(d.backend),
-            "operator_text": operator_text(d), "numbers": numbers(d), "repro": smallest(d),
-            "messages": sorted(msgs.items(), key=lambda kv: -kv[1])[:3], "others": oth,
-            "cases": d.case_ids, "tolerances": sorted({(c.get("tolerance") or {}).get("profile") or "" for c in d.cells}),
-        })
+        out.append(_draft_dict(d, oth, run_info, msgs, versions))
     return out
+
+
+def caution(d: Draft, oth: dict[str, dict[str, int]]) -> str:
+    """Where the evidence points at the case rather than the runtime: wrong values every other
+    runtime that ran the cases shares, or a refusal of cases the reference does not pass."""
+    if d.kind == "unsupported":
+        ref = oth.get("reference", {})
+        if ref and ref.get("pass", 0) < sum(ref.values()):
+            return "the reference does not pass all these cases either: check that the model is valid before filing"
+        return ""
+    ran = [c for b, c in oth.items() if b != "reference" and any(c.get(s) for s in ("pass", "ambiguous", "mismatch"))]
+    if ran and not any(c.get("pass", 0) + c.get("ambiguous", 0) for c in ran):
+        return "every other runtime that ran these cases gets them wrong too: check the case and its oracle before filing"
+    return ""
+
+
+def _draft_dict(d: Draft, oth, run_info, msgs, versions) -> dict[str, Any]:
+    return {
+        "id": d.id, "caution": caution(d, oth), "title": title_of(d), "backend": d.backend, "op": op_label(d.op),
+        "kind": d.kind, "what": KINDS[d.kind], "signature": _describe_sig(d.signature, d.pure), "pure": d.pure,
+        "n_cells": len(d.cells), "matched": d.matched, "versions": versions, "run": (run_info or {}).get(d.backend),
+        "operator_text": operator_text(d), "numbers": numbers(d), "repro": smallest(d),
+        "messages": sorted(msgs.items(), key=lambda kv: -kv[1])[:3], "others": oth, "cases": d.case_ids,
+        "tolerances": sorted({(c.get("tolerance") or {}).get("profile") or "" for c in d.cells}),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

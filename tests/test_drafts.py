@@ -210,6 +210,12 @@ def test_a_draft_every_runtime_shares_says_check_the_oracle_first():
     assert "> **Before filing**: every other runtime" in drafts.markdown(built[0])
     recs[1] = cell("gqa/a", "rt2", "pass")
     assert not drafts.build(recs)[0]["caution"]
+    # every runtime refusing bf16 is no reason to doubt the case while the reference passes it
+    refused = [cell("gqa/c", "rt", "unsupported", "no bf16"), cell("gqa/c", "rt2", "unsupported", "no bf16 either"),
+               cell("gqa/c", "reference", "pass")]
+    assert [d["caution"] for d in drafts.build(refused)] == ["", ""]
+    refused[2] = cell("gqa/c", "reference", "error", "boom")
+    assert all("model is valid" in d["caution"] for d in drafts.build(refused))
 
 
 def test_run_json_resume_keeps_entries_and_bad_files_read_as_absent(tmp_path):
