@@ -1,60 +1,275 @@
-"""`onnx-compat bench`: time per cell of each backend, measured side by side in one run and
-reported as ratios to a baseline backend. Measurements, never assertions."""
+"""`onnx-compat bench`: what a cell costs, side by side from one invocation, as ratios.
+
+Every ratio compares two things measured in the same invocation, in alternating order
+(A B, B A, A B, ...), as the median over repetitions; a session is closed (ORT: its last
+reference dropped, then gc.collect()) before anything else is timed, so no idle pool spins a
+core under another measurement (ORT's intra-op spinning is also off: harness/backends/ort.py).
+The whole measurement runs twice (pass A, pass B) and each ratio's spread between the passes
+is printed: a ratio is reported as stable when the two agree to within 10%.
+
+- harness cell (`run_cell`: prepare, run every step, judge, record) vs the bare runtime on the
+  same bytes (ORT: `InferenceSession` + `run` with the harness's own session options; the
+  reference: `ReferenceEvaluator` + `run`; others: the backend's prepare + run), per backend
+  and per family;
+- reference vs each other backend, per cell (harness cells);
+- a run of the selection: serial vs `--jobs 2`, and the supervised worker vs `--in-process`;
+- `check` of one bundle vs the same bundle run bare (load the npz files, a session, run,
+  allclose): what a user pays for the verdict.
+
+Measurements, never assertions: nothing here fails on a slow backend.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
 import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
 
 from . import backends
 from .backends.base import ModelRef
-from .runner import execute_steps
+from .runner import execute_steps, run_cell
+
+STABLE = 0.10
 
 
-def bench(cases, names: list[str], baseline: str = "ort-cpu", repeat: int = 3, as_json: bool = False) -> int:
-    if baseline not in names:
-        names = [baseline, *names]
+def _free() -> None:
+    gc.collect()
+
+
+def _time(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t0
+    _free()  # the session made inside fn is gone before the next measurement starts
+    return dt
+
+
+def _bare(name: str, backend, built, model_bytes: bytes) -> Callable[[], None]:
+    """The runtime without the harness: same bytes, same session options, no judging."""
+    inner = getattr(backend, "inner", backend)
+    if hasattr(inner, "_options") and hasattr(inner, "provider"):
+        import onnxruntime as ort
+
+        def run_ort():
+            sess = ort.InferenceSession(model_bytes, sess_options=inner._options(), providers=[inner.provider])
+            prev: dict = {}
+            for i, feeds in enumerate(built.feeds):
+                f = dict(feeds)
+                if i:
+                    f.update({inp: prev[out] for out, inp in built.carry.items()})
+                names = [o.name for o in sess.get_outputs()]
+                prev = dict(zip(names, sess.run(names, f)))
+        return run_ort
+    if name == "reference":
+        from onnx.reference import ReferenceEvaluator
+
+        from .backends.reference import name_unused_outputs
+        from .refops import all_ops
+
+        def run_ref():
+            ev = ReferenceEvaluator(name_unused_outputs(built.model), new_ops=all_ops())
+            prev: dict = {}
+            ins = set(ev.input_names)
+            for i, feeds in enumerate(built.feeds):
+                f = {k: v for k, v in feeds.items() if k in ins}
+                if i:
+                    f.update({inp: prev[out] for out, inp in built.carry.items()})
+                prev = dict(zip(ev.output_names, ev.run(None, f)))
+        return run_ref
+    plain = backends.get(name, isolated=False)
+
+    def run_plain():
+        s = plain.prepare(ModelRef(built.model))
+        try:
+            execute_steps(s, built)
+        finally:
+            s.close()
+    return run_plain
+
+
+def _cell_ratios(cases, names: list[str], repeat: int) -> dict[str, Any]:
+    """Per (backend, family): median harness cell and median bare run, per case, alternating."""
     bes = {n: backends.get(n) for n in names}
-    times: dict[str, list[float]] = {n: [] for n in names}
-    counted: dict[str, int] = {n: 0 for n in names}
-    common = 0
+    info = {n: (b.available(), b.version()) for n, b in bes.items()}
+    per: dict[tuple[str, str], dict[str, list[float]]] = {}
+    cell_t: dict[str, dict[str, float]] = {n: {} for n in names}
     try:
         for case in cases:
             built = case.build()
-            model = ModelRef(built.model)
-            per: dict[str, float] = {}
+            if built.driver is not None:
+                continue  # a zoo decode loop has no single bare session to compare with
+            model_bytes = built.model.SerializeToString()
             for n, b in bes.items():
-                if not b.available()[0]:
+                if not info[n][0][0]:
                     continue
+                first = run_cell(case, b, built, None, *info[n])  # warm-up: imports, kernels, worker start
+                _free()
+                if first["status"] not in ("pass", "mismatch", "ambiguous"):
+                    continue  # a refused or failing cell has no fair bare counterpart
+                bare = _bare(n, b, built, model_bytes)
                 try:
-                    t0 = time.perf_counter()
-                    s = b.prepare(model)
-                    execute_steps(s, built)  # warm-up, included: a cell is prepare + run
-                    first = time.perf_counter() - t0
-                    runs = []
-                    for _ in range(repeat):
-                        t1 = time.perf_counter()
-                        execute_steps(s, built)
-                        runs.append(time.perf_counter() - t1)
-                    per[n] = first + statistics.median(runs)
-                except Exception:  # noqa: BLE001 - a failing cell has no timing
+                    bare()
+                except Exception:  # noqa: BLE001 - bare run refused where the harness ran: skip
                     continue
-            if baseline in per and len(per) == len(bes):
-                common += 1
-                for n, t in per.items():
-                    times[n].append(t)
-                    counted[n] += 1
+                _free()
+                h, r = [], []
+                for rep in range(repeat):
+                    order = ("h", "b") if rep % 2 == 0 else ("b", "h")
+                    for what in order:
+                        if what == "h":
+                            h.append(_time(lambda: run_cell(case, b, built, None, *info[n])))
+                        else:
+                            r.append(_time(bare))
+                k = (n, case.family)
+                d = per.setdefault(k, {"harness": [], "bare": [], "ratio": []})
+                hm, rm = statistics.median(h), statistics.median(r)
+                d["harness"].append(hm)
+                d["bare"].append(rm)
+                d["ratio"].append(hm / rm)
+                cell_t[n][case.id] = hm
     finally:
         for b in bes.values():
             b.close()
-    base = sum(times[baseline]) or float("nan")
-    rows = [{"backend": n, "cells": counted[n], "total_s": round(sum(times[n]), 4),
-             "ratio_to_" + baseline: round(sum(times[n]) / base, 3) if times[n] else None} for n in names]
+        _free()
+    rows = []
+    for (n, fam), d in sorted(per.items()):
+        rows.append({"backend": n, "family": fam, "cells": len(d["ratio"]),
+                     "harness_ms": round(1e3 * statistics.median(d["harness"]), 3),
+                     "bare_ms": round(1e3 * statistics.median(d["bare"]), 3),
+                     "overhead": round(statistics.median(d["ratio"]), 3),
+                     "overhead_sum": round(sum(d["harness"]) / sum(d["bare"]), 3)})
+    vs = []
+    if "reference" in cell_t:
+        for n in names:
+            if n == "reference":
+                continue
+            common = sorted(set(cell_t[n]) & set(cell_t["reference"]))
+            if common:
+                vs.append({"backend": n, "cells": len(common),
+                           "reference_over_backend": round(statistics.median(
+                               [cell_t["reference"][c] / cell_t[n][c] for c in common]), 3)})
+    return {"overhead": rows, "reference_vs": vs, "cell_seconds": cell_t}
+
+
+def _run_ratios(cases, names: list[str], repeat: int) -> dict[str, Any]:
+    """Whole runs of the selection: serial, --jobs 2, --in-process; alternating, medians."""
+    from .runner import execute
+
+    kinds = {"serial": dict(jobs=1), "jobs2": dict(jobs=2), "in_process": dict(in_process=True)}
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory(prefix="onnx-compat-bench-") as d:
+        for rep in range(repeat):
+            order = list(kinds) if rep % 2 == 0 else list(reversed(kinds))
+            for k in order:
+                out = Path(d) / f"{k}-{rep}"
+                times[k].append(_time(lambda: execute(cases, names, out, progress=False, log=None, **kinds[k])))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"seconds": {k: round(v, 3) for k, v in med.items()},
+            "jobs2_over_serial": round(med["jobs2"] / med["serial"], 3),
+            "isolated_over_in_process": round(med["serial"] / med["in_process"], 3)}
+
+
+def _check_ratio(case, name: str, repeat: int) -> dict[str, Any]:
+    """`check` of one bundle vs the same bundle run bare with the runtime alone."""
+    from .bundle import write_bundle
+    from .check import check
+
+    with tempfile.TemporaryDirectory(prefix="onnx-compat-bench-") as d:
+        dest = Path(d) / "bundle"
+        write_bundle(case, case.build(), dest)
+        b = backends.get(name)
+        inner = getattr(b, "inner", b)
+        b.close()
+        if not hasattr(inner, "_options"):
+            return {"backend": name, "skipped": "bare bundle runs are timed for ORT backends only"}
+
+        def bare():
+            import onnxruntime as ort
+
+            with np.load(dest / "inputs.npz") as z:
+                feeds = {k: z[k] for k in z.files}
+            with np.load(dest / "expected.npz") as z:
+                expected = {k: z[k] for k in z.files}
+            sess = ort.InferenceSession(str(dest / "model.onnx"), sess_options=inner._options(),
+                                        providers=[inner.provider])
+            names = [o.name for o in sess.get_outputs()]
+            got = dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if "@" not in k})))
+            for k, v in expected.items():
+                if k in got:
+                    np.allclose(got[k], v)
+
+        def harness():
+            with contextlib.redirect_stdout(io.StringIO()):
+                check(str(dest), [name])
+
+        harness()
+        bare()
+        _free()
+        h, r = [], []
+        for rep in range(repeat):
+            for what in (("h", "b") if rep % 2 == 0 else ("b", "h")):
+                (h if what == "h" else r).append(_time(harness if what == "h" else bare))
+    return {"backend": name, "case": case.id, "check_ms": round(1e3 * statistics.median(h), 3),
+            "bare_ms": round(1e3 * statistics.median(r), 3),
+            "check_over_bare": round(statistics.median(h) / statistics.median(r), 3)}
+
+
+def measure(cases, names: list[str], baseline: str, repeat: int, runs: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {"cells": _cell_ratios(cases, names, repeat)}
+    single = [c for c in cases if c.build().driver is None]
+    if single:
+        out["check"] = _check_ratio(single[0], baseline, repeat)
+    if runs:
+        out["runs"] = _run_ratios(cases, names, max(2, min(repeat, 3)))
+    return out
+
+
+def _ratios(m: dict[str, Any]) -> dict[str, float]:
+    """Every ratio of one pass, flat, for the stability comparison."""
+    r = {f"overhead {x['backend']} {x['family']}": x["overhead"] for x in m["cells"]["overhead"]}
+    r.update({f"reference/{x['backend']}": x["reference_over_backend"] for x in m["cells"]["reference_vs"]})
+    if "check_over_bare" in m.get("check", {}):
+        r["check/bare"] = m["check"]["check_over_bare"]
+    if "runs" in m:
+        r["jobs2/serial"] = m["runs"]["jobs2_over_serial"]
+        r["isolated/in-process"] = m["runs"]["isolated_over_in_process"]
+    return r
+
+
+def bench(cases, names: list[str], baseline: str = "ort-cpu", repeat: int = 3, as_json: bool = False,
+          runs: bool = True) -> int:
+    if baseline not in names:
+        names = [baseline, *names]
+    passes = [measure(cases, names, baseline, repeat, runs) for _ in range(2)]
+    a, b = _ratios(passes[0]), _ratios(passes[1])
+    stability = {k: {"pass_a": a[k], "pass_b": b[k], "spread": round(abs(a[k] - b[k]) / max(min(a[k], b[k]), 1e-12), 3),
+                     "stable": abs(a[k] - b[k]) <= STABLE * min(a[k], b[k])} for k in a if k in b}
+    result = {"repeat": repeat, "passes": [{k: v for k, v in p.items()} for p in passes], "stability": stability}
+    for p in result["passes"]:
+        p["cells"].pop("cell_seconds", None)
     if as_json:
-        print(json.dumps({"cases_timed_on_every_backend": common, "rows": rows}, indent=1))
-    else:
-        print(f"{common} cases ran on every backend (prepare + first run + median of {repeat} runs per cell)")
-        for r in rows:
-            print(f"{r['backend']:<14} {r['total_s']:>9.3f} s   x{r['ratio_to_' + baseline]}")
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"onnx-compat bench: {len(cases)} case(s) × {', '.join(names)}; medians of {repeat} alternating "
+          "repetitions, two passes")
+    print(f"{'ratio':<44} {'pass A':>8} {'pass B':>8} {'spread':>7}")
+    for k, s in stability.items():
+        flag = "" if s["stable"] else "  (unstable: > 10%)"
+        print(f"{k:<44} {s['pass_a']:>8.3f} {s['pass_b']:>8.3f} {100 * s['spread']:>6.1f}%{flag}")
+    p = passes[0]
+    print("per cell (pass A): backend family cells harness-ms bare-ms")
+    for x in p["cells"]["overhead"]:
+        print(f"  {x['backend']:<14} {x['family']:<24} {x['cells']:>4} {x['harness_ms']:>9.3f} {x['bare_ms']:>9.3f}")
+    if "check" in p and "check_ms" in p["check"]:
+        print(f"check {p['check']['case']}: {p['check']['check_ms']:.1f} ms, bare {p['check']['bare_ms']:.1f} ms")
+    if "runs" in p:
+        print("runs (pass A, s): " + ", ".join(f"{k} {v:.2f}" for k, v in p["runs"]["seconds"].items()))
     return 0

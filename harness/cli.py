@@ -112,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--baseline", default="ort-cpu", metavar="BACKEND")
     be.add_argument("--repeat", type=int, default=3, metavar="N")
     be.add_argument("--json", action="store_true")
+    be.add_argument("--no-runs", action="store_true", help="skip the whole-run timings (serial/--jobs 2/--in-process)")
     return p
 
 
@@ -304,7 +305,8 @@ def cmd_bench(args) -> int:
     from .bench import bench
 
     names = _backends(args.backends)
-    return bench(_select(args), names, baseline=args.baseline, repeat=args.repeat, as_json=args.json)
+    return bench(_select(args), names, baseline=args.baseline, repeat=args.repeat, as_json=args.json,
+                 runs=not args.no_runs)
 
 
 def cmd_install_js(args) -> int:
