@@ -63,6 +63,11 @@ def is_finding(rec: dict[str, Any]) -> bool:
     return not (st == "error" and str(rec.get("message") or "").startswith(_HARNESS_FAILURE))
 
 
+def spec_fails(records: list[dict[str, Any]]) -> set[str]:
+    """Cases whose reference cell is a mismatch: the spec disagrees with the oracle there."""
+    return {r["case_id"] for r in records if r.get("backend") == "reference" and r.get("status") == "mismatch"}
+
+
 def op_of(rec: dict[str, Any]) -> tuple[str, str]:
     """(domain, op type) the case exercises; a zoo case is named by its model."""
     f, fam = rec.get("features") or {}, rec.get("family", "")
@@ -137,13 +142,19 @@ def group(records: list[dict[str, Any]]) -> list[Draft]:
 
     A signature is judged on the cells it can speak for: those that agree with the text (pass,
     ambiguous) and those failing this same way. A cell refused for another reason (bf16 refused
-    before softcap is looked at) says nothing about whether softcap works."""
+    before softcap is looked at) says nothing about whether softcap works.
+
+    Wrong values on a case the reference gets wrong too are not drafted: the spec itself
+    disagrees with the oracle there, so the model (its exporter) or the oracle differs, not the
+    runtime (see `spec_fails`)."""
     by_scope: dict[tuple[str, tuple[str, str]], list[dict[str, Any]]] = {}
     for r in records:
         by_scope.setdefault((r["backend"], op_of(r)), []).append(r)
+    doubtful = spec_fails(records)
     drafts: dict[tuple, Draft] = {}
     for (backend, op), recs in by_scope.items():
-        failing = [i for i, r in enumerate(recs) if is_finding(r)]
+        failing = [i for i, r in enumerate(recs) if is_finding(r)
+                   and not (r["status"] == "mismatch" and r["case_id"] in doubtful)]
         if not failing:
             continue
         offs: dict[str, Any] = {}
@@ -383,10 +394,19 @@ def caution(d: Draft, oth: dict[str, dict[str, int]]) -> str:
         if ref and ref.get("pass", 0) < sum(ref.values()):
             return "the reference does not pass all these cases either: check that the model is valid before filing"
         return ""
-    ran = [c for b, c in oth.items() if b != "reference" and any(c.get(s) for s in ("pass", "ambiguous", "mismatch"))]
+    # only an independent implementation is evidence: ort-node and ort-web run ORT's own kernels
+    ran = [c for b, c in oth.items() if b != "reference" and _lineage(b) != _lineage(d.backend)
+           and any(c.get(s) for s in ("pass", "ambiguous", "mismatch"))]
     if ran and not any(c.get("pass", 0) + c.get("ambiguous", 0) for c in ran):
-        return "every other runtime that ran these cases gets them wrong too: check the case and its oracle before filing"
+        return ("every independent runtime that ran these cases gets them wrong too: check the case and its oracle "
+                "before filing")
     return ""
+
+
+def _lineage(backend: str) -> str:
+    """Backends sharing an implementation: ort-cpu, ort-cpu-noopt, ort-cuda, ort-node, ort-web are
+    ONNX Runtime; tract and tract-cli are tract."""
+    return backend.split("-")[0]
 
 
 def _draft_dict(d: Draft, oth, run_info, msgs, versions) -> dict[str, Any]:

@@ -203,13 +203,27 @@ def test_run_writes_run_json(run_cli, tmp_path):
 
 
 def test_a_draft_every_runtime_shares_says_check_the_oracle_first():
-    recs = [cell("gqa/a", "rt", "mismatch", nmse=0.5), cell("gqa/a", "rt2", "mismatch", nmse=0.5),
-            cell("gqa/a", "reference", "pass"), cell("gqa/b", "rt", "pass"), cell("gqa/b", "rt2", "pass")]
+    recs = [cell("gqa/a", "rt", "mismatch", nmse=0.5), cell("gqa/a", "other", "mismatch", nmse=0.5),
+            cell("gqa/a", "reference", "pass"), cell("gqa/b", "rt", "pass"), cell("gqa/b", "other", "pass")]
     built = drafts.build(recs)
     assert len(built) == 2 and all("check the case and its oracle" in d["caution"] for d in built)
-    assert "> **Before filing**: every other runtime" in drafts.markdown(built[0])
-    recs[1] = cell("gqa/a", "rt2", "pass")
+    assert "> **Before filing**: every independent runtime" in drafts.markdown(built[0])
+    recs[1] = cell("gqa/a", "other", "pass")
     assert not drafts.build(recs)[0]["caution"]
+    # a build of the same runtime (rt-noopt next to rt) is no independent evidence
+    recs[1] = cell("gqa/a", "rt-noopt", "mismatch", nmse=0.5)
+    assert [d["caution"] for d in drafts.build(recs)] == ["", ""]
+
+
+def test_wrong_values_the_reference_shares_are_not_drafted():
+    """The phi3 twins: the exporter dropped sliding_window, so every runtime and the reference
+    disagree with eager alike; that is no runtime's bug. A refusal of the same case still is."""
+    recs = [cell("zoo/m", "reference", "mismatch", nmse=0.4), cell("zoo/m", "rt", "mismatch", nmse=0.4),
+            cell("zoo/m", "rt2", "unsupported", "packed QKV is unsupported"), cell("zoo/n", "rt", "mismatch", nmse=0.3),
+            cell("zoo/n", "reference", "pass")]
+    built = drafts.build(recs)
+    assert [(d["backend"], d["kind"], d["cases"]) for d in built] == [("rt", "mismatch", ["zoo/n"]),
+                                                                       ("rt2", "unsupported", ["zoo/m"])]
     # every runtime refusing bf16 is no reason to doubt the case while the reference passes it
     refused = [cell("gqa/c", "rt", "unsupported", "no bf16"), cell("gqa/c", "rt2", "unsupported", "no bf16 either"),
                cell("gqa/c", "reference", "pass")]
