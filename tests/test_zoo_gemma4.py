@@ -25,7 +25,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TWINS = ROOT / "zoo" / "twins"
-NAMES = ["gemma4-tjs-fp32", "gemma4-tjs-q4", "gemma4-mobius-fp32", "gemma4-hfexport-mtd-fp32"]
+HFEXPORT = ["gemma4-hfexport-mtd-fp32", "gemma4-hfexport-mtd-ortcpu-fp32"]
+NAMES = ["gemma4-tjs-fp32", "gemma4-tjs-q4", "gemma4-mobius-fp32", *HFEXPORT]
 
 
 def manifest(name):
@@ -154,11 +155,11 @@ def test_decode_loop_on_ort_cpu_matches_the_eager_oracle(name):
     assert all(s["top1"] == 1.0 for s in steps)
 
 
-def test_transformers_export_decode_graph_takes_the_prompt_and_its_window_scalars_are_pass_through():
+@pytest.mark.parametrize("name", HFEXPORT)
+def test_transformers_export_decode_graph_takes_the_prompt_and_its_window_scalars_are_pass_through(name):
     """The contract drives the multi-token decode graph alone and feeds 0 to the
     `_sliding_window_tensor` inputs: that is sound only if the query axis is dynamic and those
     scalars reach nothing but an Identity to their own output."""
-    name = "gemma4-hfexport-mtd-fp32"
     c, g = manifest(name)["contract"], load(name).graph
     ins = {v.name: dims(v) for v in g.input}
     assert c["graphs"]["prefill"] is None and c["attention_mask"] is None
@@ -170,3 +171,19 @@ def test_transformers_export_decode_graph_takes_the_prompt_and_its_window_scalar
         users = [n for n in g.node if s in n.input]
         assert [u.op_type for u in users] == ["Identity"]
         assert users[0].output[0] == s.replace("input.", "output.", 1) and users[0].output[0] in outs
+
+
+def test_ort_cpu_fusion_gives_sliding_layers_gqa_with_the_window_as_attention_bias():
+    """ort_fusions="cpu": sliding layers 0 and 1 run GroupQueryAttention on their own past with an
+    attention_bias (the sliding mask: GQA gets no local_window_size); the full layers, the shared
+    layers and sliding layer 3 (whose KV shared layer 4 reads) stay decomposed; rotary is
+    com.microsoft RotaryEmbedding."""
+    name = "gemma4-hfexport-mtd-ortcpu-fp32"
+    cfg, g = config(name), load(name).graph
+    gqa = [n for n in g.node if n.op_type == "GroupQueryAttention"]
+    assert [cfg["layer_types"][i] for i in (0, 1, 3)] == ["sliding_attention"] * 3
+    assert [n.input[3] for n in gqa] == [f"input.past_key_values.layers.{i}.keys" for i in (0, 1)]
+    assert gqa and all(len(n.input) > 10 and n.input[10] for n in gqa)
+    assert not any(a.name == "local_window_size" for n in gqa for a in n.attribute)
+    assert sum(n.op_type == "Softmax" for n in g.node) == cfg["num_hidden_layers"] - len(gqa)
+    assert any(n.op_type == "RotaryEmbedding" and n.domain == "com.microsoft" for n in g.node)

@@ -47,9 +47,10 @@ import gemma4_onnxrun
 ENV = "zoo/envs/gemma4-torch.txt"
 MODEL = "gemma4-e2b-transformers-export"  # no hub export of this form is known: no zoo.yaml entry
 NAMES = {(None, False): "gemma4-hfexport-fp32", ("cpu", False): "gemma4-hfexport-ortcpu-fp32",
-         (None, True): "gemma4-hfexport-mtd-fp32"}
+         (None, True): "gemma4-hfexport-mtd-fp32", ("cpu", True): "gemma4-hfexport-mtd-ortcpu-fp32"}
 FORMS = {(None, False): "transformers-export-prefill-decode", ("cpu", False): "transformers-export-ort-cpu-fused",
-         (None, True): "transformers-export-multi-token-decode"}
+         (None, True): "transformers-export-multi-token-decode",
+         ("cpu", True): "transformers-export-multi-token-decode-ort-cpu-fused"}
 SAMPLE = [5, 17, 99, 3, 42, 7, 8, 120, 33, 64, 200, 11]  # generate() input the exporter traces with
 API = ("OnnxExporter().export_for_generation(model, {{input_ids: [1, 12], attention_mask: ones}}, "
        "OnnxConfig(dynamic=True{fusions}){mtd}).save_pretrained(out)")
