@@ -96,6 +96,8 @@ class Judgement:
     metrics: dict[str, Any]
     message: str = ""
     problems: list[str] = field(default_factory=list)
+    #: a verdict other than pass/mismatch the judge reached itself (the zoo's "exporter")
+    status: str | None = None
 
 
 #: Every summary metric a cell may carry (tensor metrics, then the zoo's logit metrics), and

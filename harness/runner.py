@@ -124,8 +124,8 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
     except Exception:  # noqa: BLE001
         return _record(case, backend, Status.ERROR, None, "onnx-compat could not compare the outputs:\n"
                        + traceback.format_exc(limit=3), seconds, version)
-    status = Status.PASS if j.passed else Status.MISMATCH
-    if not j.passed and built.alternates:  # one rule with repro bundles: compare.judge_readings
+    status = Status(j.status) if j.status else Status.PASS if j.passed else Status.MISMATCH
+    if not j.passed and not j.status and built.alternates:  # one rule with repro bundles: compare.judge_readings
         verdict, j = judge_readings(outputs, built.expected, built.masks, tol, built.alternates)
         status = Status(verdict)
     if built.alternates:  # which readings this cell could match (the report's ambiguity section)

@@ -11,6 +11,10 @@ class Status(str, Enum):
     #: ran, fails the reading the reference implements but matches another reading the operator text
     #: allows (harness/readings.py); metrics.matches_reading names it. Not a fault of the backend.
     AMBIGUOUS = "ambiguous"
+    #: a zoo twin: disagrees with eager, and agrees with eager changed the way the exporter changed
+    #: the model (the twin's second oracle; metrics.matches_export names the change). The exporter
+    #: is at fault, not the backend: the cell says so and the report lists the exporter finding.
+    EXPORTER = "exporter"
     UNSUPPORTED = "unsupported"  # refused (its own message kept); a refusal the text requires says so
     ERROR = "error"  # loaded, then failed while running
     CRASH = "crash"  # the process running the backend died (signal or exit code)
@@ -29,7 +33,7 @@ class Status(str, Enum):
     @property
     def acceptable(self) -> bool:
         """Agrees with a reading the operator text allows: green in pytest, `check` exits 0."""
-        return self in (Status.PASS, Status.AMBIGUOUS)
+        return self in (Status.PASS, Status.AMBIGUOUS, Status.EXPORTER)
 
     @property
     def finding(self) -> bool:
@@ -42,7 +46,7 @@ class Status(str, Enum):
         numbers: refused, absent, not applicable) or 'fail'."""
         if self is Status.PASS:
             return "pass"
-        if self is Status.AMBIGUOUS:
+        if self in (Status.AMBIGUOUS, Status.EXPORTER):
             return "warn"
         return "skip" if self in (Status.UNSUPPORTED, Status.UNAVAILABLE, Status.SKIP) else "fail"
 
@@ -53,8 +57,8 @@ class Status(str, Enum):
 
 
 ALL_STATUSES = [s.value for s in Status]
-SEVERITY = [Status.PASS, Status.SKIP, Status.UNAVAILABLE, Status.AMBIGUOUS, Status.UNSUPPORTED, Status.TIMEOUT,
-            Status.ERROR, Status.MISMATCH, Status.CRASH]
+SEVERITY = [Status.PASS, Status.SKIP, Status.UNAVAILABLE, Status.AMBIGUOUS, Status.EXPORTER, Status.UNSUPPORTED,
+            Status.TIMEOUT, Status.ERROR, Status.MISMATCH, Status.CRASH]
 
 
 def worst(statuses) -> Status | None:

@@ -68,7 +68,7 @@ def test_status_policy_is_one_table():
     from harness.verdict import ALL_STATUSES, SEVERITY, Status, worst
 
     assert sorted(s.value for s in SEVERITY) == sorted(ALL_STATUSES)  # every status ranked once
-    assert [s for s in Status if s.acceptable] == [Status.PASS, Status.AMBIGUOUS]
+    assert [s for s in Status if s.acceptable] == [Status.PASS, Status.AMBIGUOUS, Status.EXPORTER]
     assert {s.pytest_outcome for s in Status} == {"pass", "warn", "skip", "fail"}
     assert Status.UNSUPPORTED.pytest_outcome == "skip" and Status.CRASH.pytest_outcome == "fail"
     assert not Status.AMBIGUOUS.finding and not Status.UNSUPPORTED.finding and Status.TIMEOUT.finding

@@ -51,7 +51,7 @@ def _features(m: Manifest | None, contract: Contract, **extra) -> dict[str, Any]
 
 
 def built_for(contract: Contract, tokens: Tokens, root: Path, expected: list[np.ndarray], oracle: str,
-              weights: bool = True) -> Built:
+              weights: bool = True, as_exported: tuple[list[np.ndarray], str] | None = None) -> Built:
     """`weights`: load the decoder's external data into Built.model (twins: small, and the
     generic bundle saves it); hub models keep only the graph (their bundles link the files)."""
     steps = load_plan(contract, tokens, root)
@@ -62,20 +62,26 @@ def built_for(contract: Contract, tokens: Tokens, root: Path, expected: list[np.
     model = onnx.load(str(decoder), load_external_data=weights and single)
     return Built(model=model, feeds=[s.feeds for s in steps], expected=[{contract.logits: e} for e in expected],
                  carry={q: p for p, q in kv_names(contract)} if single else {}, oracle=oracle,
-                 driver=ZooDriver(contract, root, steps, expected, oracle))
+                 driver=ZooDriver(contract, root, steps, expected, oracle, as_exported=as_exported))
 
 
 def _make_twin(twin_dir: str, rng=None) -> Built:
     d = Path(twin_dir)
     m = load_manifest(d)
     verify_files(d, m.files, f"{d.name}/manifest.json")
-    with np.load(d / m.oracle.file) as z:
-        n = 1 + len(m.tokens.decode)
+    n = 1 + len(m.tokens.decode)
+    expected = _oracle_steps(d / m.oracle.file, n)
+    ax = m.oracle.as_exported
+    as_exported = (_oracle_steps(d / ax.file, n), ax.what) if ax else None
+    return built_for(m.contract, m.tokens, d, expected, "torch eager (oracle.npz)", as_exported=as_exported)
+
+
+def _oracle_steps(path: Path, n: int) -> list[np.ndarray]:
+    with np.load(path) as z:
         missing = [f"step{i}" for i in range(n) if f"step{i}" not in z]
         if missing:
-            raise ZooError(f"{d / m.oracle.file}: no {missing[0]}; rebuild the twin")
-        expected = [np.asarray(z[f"step{i}"], np.float32) for i in range(n)]
-    return built_for(m.contract, m.tokens, d, expected, "torch eager (oracle.npz)")
+            raise ZooError(f"{path}: no {missing[0]}; rebuild the twin")
+        return [np.asarray(z[f"step{i}"], np.float32) for i in range(n)]
 
 
 def _broken(error: str, rng=None) -> Built:

@@ -246,6 +246,8 @@ class ZooDriver:
 
     #: the backend whose run made `expected` (hub models), so its own column says it agrees by construction
     oracle_backend: str | None = None
+    #: (logits per step, the exporter's change): eager changed as the exporter changed the model
+    as_exported: tuple[list[np.ndarray], str] | None = None
     _backend: str | None = None
 
     def prepare(self, prepare: Callable[[ModelRef], Session]) -> Driven:
@@ -266,7 +268,15 @@ class ZooDriver:
     def judge(self, outputs: Sequence[dict[str, np.ndarray]], tol):
         from .metrics import judge_logits
 
-        j = judge_logits([o[self.contract.logits] for o in outputs], self.expected, tol, self.oracle)
+        logits = [o[self.contract.logits] for o in outputs]
+        j = judge_logits(logits, self.expected, tol, self.oracle)
+        if not j.passed and self.as_exported is not None:
+            steps, what = self.as_exported
+            if judge_logits(logits, steps, tol, "eager as exported").passed:
+                j.status = "exporter"
+                j.metrics["matches_export"] = what
+                j.message = (f"runs the export faithfully, and the export differs from eager: {what}; "
+                             f"against eager: {j.message}")
         if self.oracle_backend and self._backend == self.oracle_backend:
             j.metrics["self_oracle"] = True
             j.message = f"this backend is the oracle: it agrees with itself by construction; {j.message}"

@@ -173,11 +173,25 @@ class Tokens(Strict):
         return self
 
 
+class AsExported(Strict):
+    """Eager changed the way the exporter changed the model (a window it drops, say): what the
+    export computes, so a backend that runs the export faithfully is told from one that does not."""
+
+    file: RelPath
+    what: str
+
+    @field_validator("file")
+    @classmethod
+    def _path(cls, v):
+        return check_rel_path(v)
+
+
 class Oracle(Strict):
     kind: Literal["torch-eager"]
     file: RelPath = "oracle.npz"
     dtype: Literal["float32"] = "float32"
     weights: str = ""
+    as_exported: AsExported | None = None
 
     @field_validator("file")
     @classmethod
@@ -225,7 +239,8 @@ class Manifest(Strict):
 
     @model_validator(mode="after")
     def _covers(self):
-        for g in self.contract.graphs.all() + [self.oracle.file]:
+        extra = [self.oracle.as_exported.file] if self.oracle.as_exported else []
+        for g in self.contract.graphs.all() + [self.oracle.file] + extra:
             if g not in self.files:
                 raise ValueError(f"{g!r} is used by the contract/oracle but not listed in files with its sha256")
         return self
