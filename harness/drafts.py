@@ -388,11 +388,11 @@ def build(records: list[dict[str, Any]], run_info: dict[str, dict[str, Any]] | N
 
 def caution(d: Draft, oth: dict[str, dict[str, int]]) -> str:
     """Where the evidence points at the case rather than the runtime: wrong values every other
-    runtime that ran the cases shares, or a refusal of cases the reference does not pass."""
+    runtime that ran the cases shares, or a refusal of cases the reference cannot run either."""
     if d.kind == "unsupported":
         ref = oth.get("reference", {})
-        if ref and ref.get("pass", 0) < sum(ref.values()):
-            return "the reference does not pass all these cases either: check that the model is valid before filing"
+        if ref and sum(ref.get(s, 0) for s in ("pass", "ambiguous", "mismatch")) < sum(ref.values()):
+            return "the reference does not run all these cases either: check that the model is valid before filing"
         return ""
     # only an independent implementation is evidence: ort-node and ort-web run ORT's own kernels
     ran = [c for b, c in oth.items() if b != "reference" and _lineage(b) != _lineage(d.backend)
