@@ -13,6 +13,12 @@ from typing import Sequence
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_RUN = 0, 1, 2, 3
 
+# numpy's OpenBLAS threads spin after every BLAS call (the comparison's cosine is a dot
+# product), taking the cores the runtime under test and the next cell need: measured on a GQA
+# head-512 cell, 36-48 ms a cell with them and 1.5 ms without. One BLAS thread per process
+# (cells run in parallel with --jobs); set before numpy loads, and a user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 
 class UsageError(Exception):
     """Bad input: one line naming the file or option and the fix."""
