@@ -118,7 +118,10 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
             feeds["k_scale"], feeds["v_scale"] = k_scale, v_scale
         norms = None
         if sc.qknorm:
-            norms = ((normal(rng, (h,), sc.dtype, 1.0, 0.3), normal(rng, (h,), sc.dtype, 1.0, 0.3)), 1e-6)
+            qk_eps, q_eps, k_eps = sc.norm_epsilons  # the schema: q/k_norm_epsilon override qk_norm_epsilon
+            qk_eps = 1e-6 if qk_eps is None else qk_eps
+            eps = (qk_eps if q_eps is None else q_eps, qk_eps if k_eps is None else k_eps)
+            norms = ((normal(rng, (h,), sc.dtype, 1.0, 0.3), normal(rng, (h,), sc.dtype, 1.0, 0.3)), eps)
             feeds["q_norm_weight"], feeds["k_norm_weight"] = norms[0]
         cap = cur_len if (with_past and (cur_len >= tmax or sc.buffer == "sliding")) else cur_len + s
         ck = np.zeros((b, nkv, cap, h))

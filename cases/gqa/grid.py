@@ -118,6 +118,9 @@ def _named_scenarios(full: bool) -> list[Scenario]:
         Scenario("qwen2", "decode", past=(9,), qlen=(1,), qknorm=1, rotary=1),
         Scenario("edge1", "decode", past=(3, 8), qlen=(1, 1), qknorm=1),
         Scenario("qwen2", "decode", past=(9,), qlen=(1,), qknorm=1, rotary=1, kvq="int8-channel"),
+        # the norm epsilons: qk_norm_epsilon alone, and q/k_norm_epsilon overriding it
+        Scenario("edge1", "decode", past=(3, 8), qlen=(1, 1), qknorm=1, qknorm_eps="qk"),
+        Scenario("edge1", "decode", past=(3, 8), qlen=(1, 1), qknorm=1, qknorm_eps="over", rotary=1),
     ]
     return out
 

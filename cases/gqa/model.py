@@ -39,6 +39,9 @@ def gqa_node(sc: Scenario, with_past: bool, has_cos: bool) -> helper.NodeProto:
         attrs["causal"] = 0
     if sc.qk_output:
         attrs["qk_output"] = sc.qk_output
+    for name, eps in zip(("qk_norm_epsilon", "q_norm_epsilon", "k_norm_epsilon"), sc.norm_epsilons):
+        if eps is not None:
+            attrs[name] = eps
     if sc.buffer == "sliding":
         attrs["sliding_window_cache"] = 1
     if sc.kvq:

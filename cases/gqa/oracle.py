@@ -25,9 +25,9 @@ def _graph_inputs(sc: Scenario, q, k, v, cache_k, cache_v, cos, sin, pos, norms=
     gcv = g.input("cache_v", np.float64, cache_v.shape)
     feeds = {"q": up(q), "k": up(k), "v": up(v), "cache_k": up(cache_k), "cache_v": up(cache_v)}
     if norms is not None:
-        (qw, kw), eps = norms
-        gq = g.op("RMSNormalization", gq, g.const(up(qw)), axis=-1, epsilon=eps)
-        gk = g.op("RMSNormalization", gk, g.const(up(kw)), axis=-1, epsilon=eps)
+        (qw, kw), (q_eps, k_eps) = norms
+        gq = g.op("RMSNormalization", gq, g.const(up(qw)), axis=-1, epsilon=q_eps)
+        gk = g.op("RMSNormalization", gk, g.const(up(kw)), axis=-1, epsilon=k_eps)
     qt, kt, vt = (g.op("Transpose", x, perm=[0, 2, 1, 3]) for x in (gq, gk, gv))
     low_precision = np.dtype(sc.dtype) != np.float32
     low = helper.np_dtype_to_tensor_dtype(np.dtype(sc.dtype))

@@ -23,6 +23,9 @@ LAYOUTS: dict[str, tuple[int, int, int]] = {
 }
 
 
+QKNORM_EPS = {"": (None, None, None), "qk": (0.5, None, None), "over": (1.0, 0.25, 0.0625)}
+
+
 @dataclass(frozen=True)
 class Scenario:
     layout: str
@@ -45,6 +48,7 @@ class Scenario:
     qk_output: int = 0
     qseqlens: int = 0  # feed query_seqlens (right-padded chunks, idle entries)
     qknorm: int = 0  # q_norm_weight/k_norm_weight (Qwen3-style per-head RMS norm)
+    qknorm_eps: str = ""  # "" default epsilons | "qk": qk_norm_epsilon set | "over": q/k_norm_epsilon override it
     kvq: str = ""  # quantised KV cache: int8-tensor | int8-channel | int4-tensor | int4-channel
     dtype: Any = np.float32
     #: R17, float16/bfloat16 only (oracle only, not part of the id): "rounded" (chosen): the
@@ -52,6 +56,12 @@ class Scenario:
     #: only K is (present_key stores it); "t-arithmetic": the rotation runs in the dtype's own
     #: arithmetic (each product and sum rounded, as RotaryEmbedding on T inputs computes)
     precision: str = "rounded"
+
+    @property
+    def norm_epsilons(self) -> tuple[float | None, float | None, float | None]:
+        """(qk_norm_epsilon, q_norm_epsilon, k_norm_epsilon) as the node sets them (None: not set).
+        Large values on purpose: on inputs of unit RMS they move the norm by 10-40%."""
+        return QKNORM_EPS[self.qknorm_eps]
 
     @property
     def kv_bits(self) -> int:
@@ -146,5 +156,7 @@ AXES: list[Axis] = [
     Axis(lambda s: _when(s.qk_output, f"qk{s.qk_output}"), lambda s: {"qk_output": s.qk_output}, "gqa_qk_output"),
     Axis(lambda s: _when(s.qseqlens, "qseqlens"), lambda s: {"query_seqlens": s.qseqlens}, "gqa_query_seqlens"),
     Axis(lambda s: _when(s.qknorm, "qknorm"), lambda s: {"qk_norm": s.qknorm}, "gqa_qk_norm"),
+    Axis(lambda s: _when(bool(s.qknorm_eps), f"qkeps{s.qknorm_eps}"),
+         lambda s: {"qk_norm_epsilons": s.qknorm_eps} if s.qknorm_eps else {}),
     Axis(lambda s: _when(bool(s.kvq), f"kv{s.kvq}"), lambda s: {"kv_quant": s.kvq or "none"}, "gqa_kv_quant"),
 ]
