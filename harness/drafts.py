@@ -24,6 +24,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from .verdict import Status
+
 KINDS = {"mismatch": "gives wrong values", "crash": "crashes the process", "timeout": "hangs",
          "error": "fails while running", "unsupported": "refuses the model"}
 SET = "set"  # a feature away from its off value, whatever the value
@@ -167,7 +169,7 @@ def group(records: list[dict[str, Any]]) -> list[Draft]:
         for i, its in enumerate(items):
             for it in its:
                 masks[it] = masks.get(it, 0) | (1 << i)
-        fine = sum(1 << i for i, r in enumerate(recs) if r["status"] in ("pass", "ambiguous"))
+        fine = sum(1 << i for i, r in enumerate(recs) if Status(r["status"]).acceptable)
         bucket_mask: dict[tuple[str, str], int] = {}
         for i in failing:
             b = _bucket(recs[i])
@@ -377,10 +379,11 @@ def build(records: list[dict[str, Any]], run_info: dict[str, dict[str, Any]] | N
     out = []
     for d in group(records):
         versions = sorted({str(c.get("backend_version") or "") for c in d.cells})
-        msgs: dict[str, int] = {}
+        folded: dict[str, list[str]] = {}  # one entry per message up to its numbers and paths
         for c in d.cells:
             line = _first_line(c.get("message"))
-            msgs[line] = msgs.get(line, 0) + 1
+            folded.setdefault(_fold(line), []).append(line)
+        msgs = {lines[0]: len(lines) for lines in folded.values()}
         oth = others(d, by_case)
         out.append(_draft_dict(d, oth, run_info, msgs, versions))
     return out
@@ -391,13 +394,13 @@ def caution(d: Draft, oth: dict[str, dict[str, int]]) -> str:
     runtime that ran the cases shares, or a refusal of cases the reference cannot run either."""
     if d.kind == "unsupported":
         ref = oth.get("reference", {})
-        if ref and sum(ref.get(s, 0) for s in ("pass", "ambiguous", "mismatch")) < sum(ref.values()):
+        if ref and sum(n for s, n in ref.items() if Status(s).ran) < sum(ref.values()):
             return "the reference does not run all these cases either: check that the model is valid before filing"
         return ""
     # only an independent implementation is evidence: ort-node and ort-web run ORT's own kernels
     ran = [c for b, c in oth.items() if b != "reference" and _lineage(b) != _lineage(d.backend)
-           and any(c.get(s) for s in ("pass", "ambiguous", "mismatch"))]
-    if ran and not any(c.get("pass", 0) + c.get("ambiguous", 0) for c in ran):
+           and any(Status(s).ran for s in c)]
+    if ran and not any(Status(s).acceptable for c in ran for s in c):
         return ("every independent runtime that ran these cases gets them wrong too: check the case and its oracle "
                 "before filing")
     return ""
@@ -476,7 +479,7 @@ def markdown(dr: dict[str, Any]) -> str:
         lines += ["| metric | worst | typical (median) | bound |", "|---|---|---|---|"]
         lines += [f"| {n['metric']} | {_num(n['worst'])} | {_num(n['typical'])} | {_plain(n['bound'])} |" for n in dr["numbers"]]
         lines += ["", f"Tolerance profile(s): {', '.join(_code(t) for t in dr['tolerances'])}."]
-    lines += ["", "What the runtime said (first line, cells):", ""]
+    lines += ["", "What the runtime said (first lines, numbers aside: one example each, with how many cells):", ""]
     lines += [_fenced("\n".join(f"[{n}x] {m}" for m, n in dr["messages"]))]
     rp = dr["repro"]
     if "\n" in rp["message"].strip():

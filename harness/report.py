@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .matrix import backend_order, matrix_json, summary, write_matrix
 from .results import atomic_write_text
-from .verdict import ALL_STATUSES
+from .verdict import ALL_STATUSES, Status
 
 
 def environment() -> dict[str, Any]:
@@ -79,10 +79,11 @@ def pass_scale(passed: int, total: int) -> str:
 
 
 def judged(counts: dict[str, int]) -> tuple[int, int, list[tuple[str, int]]]:
-    """(agreeing, judged, what is not a pass): agreeing counts pass and ambiguous (a reading the
-    text allows); cells with no verdict on the backend (unavailable, skip) are not judged."""
+    """(agreeing, judged, what is not a pass): agreeing counts the statuses verdict.py calls
+    acceptable (pass; ambiguous: a reading the text allows; exporter: the model, not the backend,
+    differs); cells with no verdict on the backend (unavailable, skip) are not judged."""
     total = sum(n for s, n in counts.items() if s not in ("unavailable", "skip"))
-    ok = counts.get("pass", 0) + counts.get("ambiguous", 0)
+    ok = sum(n for s, n in counts.items() if Status(s).acceptable)
     rest = [(s, counts[s]) for s in ALL_STATUSES if s != "pass" and counts.get(s)]
     return ok, total, rest
 
@@ -190,6 +191,8 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
             "repro": repro, "seconds": _round(r.get("seconds")), "draft": draft_of.get((r["case_id"], r["backend"]))})
     return jenv.get_template("report.html.j2").render(
         title=title, backends=order, versions=m["versions"], summary=summary(records), statuses=ALL_STATUSES,
+        seen_statuses=[s for s in ALL_STATUSES if any(r["status"] == s for r in records)],
+        shown_packages=("onnx", "onnxruntime", "onnxruntime-gpu", "tract", "onnxruntime-genai", "torch", "transformers"),
         families=families, marks=marks, env=env or environment(), n_cells=len(records),
         diff=diff(records, baseline) if baseline is not None else None,
         ambiguities=ambiguity_table(records), run_info=run_info or {}, drafts=drafts,
