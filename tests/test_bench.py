@@ -47,3 +47,38 @@ def test_bare_ort_uses_the_harness_session_options():
     bench._bare("ort-cpu", b, built, built.model.SerializeToString())()
     assert seen == [1]
     gc.collect()
+
+
+def test_fewer_fsyncs_keep_a_killed_run_whole(tmp_path):
+    """The per-cell fsync became one a second (a bench-measured cost); a run killed right after
+    three cells, inside that second, still has all three lines: flush hands them to the kernel."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from harness.results import read_results
+
+    root = Path(__file__).resolve().parents[1]
+    code = textwrap.dedent(f"""
+        import os, signal
+        from harness.registry import load_cases, select
+        from harness.results import ResultsWriter
+        from harness.runner import run_cell
+        from harness.backends import get
+        cases = select(load_cases("quick"), "rotary/ms-3d and fp32", None)[:3]
+        w = ResultsWriter({str(tmp_path / "results.jsonl")!r}, resume=False)
+        syncs = []
+        real = os.fsync
+        os.fsync = lambda fd: syncs.append(fd) or real(fd)
+        for c in cases:
+            w.append(run_cell(c, get("reference"), c.build()))
+        print(len(syncs), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert int(proc.stdout.strip()) < 3  # fewer fsyncs than cells (the point of the change)
+    assert len(read_results(tmp_path / "results.jsonl")) == 3
