@@ -194,3 +194,12 @@ def test_details_and_drafts_render_as_tables(run_cli, tmp_path):
     assert numbers[0] == ["metric", "worst", "typical (median)", "bound"]
     assert numbers[1] == ["nmse", "0.9", "0.5", "max_nmse 1e-08"]
     assert "rt 1.0" in drafts[1][1] and "sh /abs/repro/gqa/ragged-phi3/repro.sh rt" in drafts[1][1]
+
+
+def test_named_rows_name_their_source_not_an_internal_label():
+    from harness.families import rows
+
+    declared = rows()
+    assert declared
+    for r in declared:
+        assert not re.search(r"\bseed \d|research|\bprior\b", r.source, re.I), (r.name, r.source)
