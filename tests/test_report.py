@@ -203,3 +203,21 @@ def test_named_rows_name_their_source_not_an_internal_label():
     assert declared
     for r in declared:
         assert not re.search(r"\bseed \d|research|\bprior\b", r.source, re.I), (r.name, r.source)
+
+
+def test_a_relative_bundle_path_is_made_absolute_beside_its_results(run_cli, tmp_path, monkeypatch):
+    """A run started with --out relative to some directory records relative bundle paths; the
+    report, rendered from elsewhere, names the bundle beside the results file it read."""
+    from tests.test_drafts import cell
+
+    run_dir = tmp_path / "elsewhere" / "out"
+    (run_dir / "repro" / "gqa" / "a").mkdir(parents=True)
+    r = cell("gqa/a", "rt", "mismatch", "wrong", nmse=0.5, repro="out/repro/gqa/a")
+    (run_dir / "results.jsonl").write_text(json.dumps(r) + "\n" + json.dumps(cell("gqa/a", "ref", "pass")) + "\n")
+    monkeypatch.chdir(tmp_path)
+    run_cli("report", run_dir / "results.jsonl", "--out", tmp_path / "rep", "--issues", tmp_path / "iss", check=0)
+    want = str((run_dir / "repro" / "gqa" / "a").resolve())
+    cells = json.loads((tmp_path / "rep" / "matrix.json").read_text())["rows"][0]["cells"]
+    assert cells["rt"]["repro"] == want
+    md = next(p for p in (tmp_path / "iss").iterdir() if p.name != "README.md").read_text()
+    assert f"sh {want}/repro.sh rt" in md
