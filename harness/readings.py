@@ -60,6 +60,8 @@ KVQ_FLOAT_NEW_ROWS = "attention reads the new rows before quantisation"
 ROTATED_Q_UNROUNDED = "rotated/normalised Q kept above the case's precision (only K, stored in present, rounded)"
 ROTARY_IN_T = "rotation computed in the case's float16/bfloat16 arithmetic (each product and sum rounded)"
 G_IDX_IGNORED = "g_idx ignored (the input is deprecated)"
+POS_FIRST_OF_ROW = "first prompt: each row's first position_id, then consecutive"
+POS_FIRST_OF_TENSOR = "first prompt: position_ids[0, 0] for every row, then consecutive"
 GELU_TANH = "Gelu as the tanh approximation 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))"
 SKIP_SUM_IN_T = "input + skip (+ bias) rounded to the input type after each add, before the normalisation"
 
@@ -120,6 +122,16 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
                  "compute in T (onnx.reference's RotaryEmbedding-23 does). With logits of magnitude ~50 "
                  "(head 512, scale 1.0) one ulp of K moves the output by ~0.02, above any fp16 bound")),
         "docs/gqa.md#R17"),
+    Ambiguity(
+        "R6", _GQA, "On a first prompt, which position_ids are used?",
+        ("position_ids: \"2D tensor with shape (batch_size, sequence_length). When processing the first prompt the "
+         "kernel uses only the first element\"",),
+        Reading("row s of entry b is rotated at position_ids[b, s]",
+                "the input has one id per token; the sentence describes what a kernel may do when the ids are "
+                "contiguous (the form exporters feed), where every reading agrees"),
+        (Reading(POS_FIRST_OF_ROW, "\"the first element\" read per batch entry"),
+         Reading(POS_FIRST_OF_TENSOR, "\"the first element\" read literally: of the whole tensor")),
+        "docs/gqa.md#R6"),
     Ambiguity(
         "Q1", "com.microsoft.MatMulNBits", "Is the deprecated g_idx input read?",
         ("g_idx: \"group_idx. This input is deprecated\"",),

@@ -32,8 +32,26 @@ def _qkv_feeds(sc: Scenario, q, k, v) -> dict[str, np.ndarray]:
     return {"query": q.reshape(b, s, -1), "key": k.reshape(b, s, -1), "value": v.reshape(b, s, -1)}
 
 
+def position_grid(sc: Scenario, past: list[int], s: int) -> np.ndarray:
+    """(B, S) position_ids of one step: P_b + j, or one of the R6 forms (pos_form)."""
+    b = len(past)
+    if sc.pos_form == "rowoffset":
+        return np.array([[past[i] + j + 4 * (i + 1) for j in range(s)] for i in range(b)], np.int64)
+    if sc.pos_form == "gaps":
+        return np.array([[past[i] + 2 * j + i for j in range(s)] for i in range(b)], np.int64)
+    return np.array([[past[i] + j for j in range(s)] for i in range(b)], np.int64)
+
+
+def first_element_positions(pos: np.ndarray, which: str) -> np.ndarray:
+    """R6's other readings of "uses only the first element" on a first prompt: the row's first id
+    (then consecutive), or the tensor's first id for every row."""
+    s = pos.shape[1]
+    start = pos[:, :1] if which == "row" else np.full((pos.shape[0], 1), pos[0, 0])
+    return start + np.arange(s, dtype=np.int64)[None, :]
+
+
 def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | str = "default",
-          nibble_offset: int = 8) -> Built:
+          nibble_offset: int = 8, pos_reading: str = "") -> Built:
     n, nkv, h = sc.heads
     b = sc.batch
     window = (sc.window if sc.window > 0 else None) if window_override == "default" else window_override
@@ -43,7 +61,7 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
             prev_past, prev_q, _ = steps[-1]
             steps.append(([prev_past[i] + prev_q[i] for i in range(b)], [1] * b, 1))
     t_final = max(p + q for p, q in zip(*steps[-1][:2]))
-    max_pos = t_final + 8
+    max_pos = t_final + 8 if not sc.pos_form else 2 * t_final + 4 * b + 8
     cos, sin = rope_cache(max_pos, h, sc.dtype) if sc.rotary else (None, None)
     with_past = (bool(sc.past) or sc.buffer in ("shared", "sliding") or sc.phase == "multistep" or bool(sc.qseqlens)
                  or bool(sc.kvq))
@@ -99,11 +117,13 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
         # KV cache capacity)", and the padded chunk must fit: P + S <= C
         total_feed = (cur_len if cur_len >= tmax else cur_len + s) if sc.qseqlens else tmax
         feeds["total_sequence_length"] = np.array(total_feed, np.int32)
-        pos = np.array([[past[i] + j for j in range(s)] for i in range(b)], np.int64)
+        pos = position_grid(sc, past, s)
         if sc.rotary:
             feeds["cos_cache"], feeds["sin_cache"] = cos, sin
         if sc.position_ids:
             feeds["position_ids"] = pos
+        if pos_reading and si == 0 and not sc.past:  # R6: the first prompt read by its first element
+            pos = first_element_positions(pos, pos_reading)
         bias = None
         if sc.bias:
             bias = normal(rng, (b, 1, s, total_feed), sc.dtype, 0.0, 0.5)
@@ -180,6 +200,13 @@ def make_case(sc: Scenario) -> Case:
             rng2 = np.random.default_rng()
             rng2.bit_generator.state = state
             built.alternates[R.INT4_SIGNED] = build(sc, rng2, nibble_offset=0).expected
+        if sc.pos_form and sc.position_ids and sc.rotary and not sc.past:  # R6: "uses only the first element"
+            for name, which in [(R.POS_FIRST_OF_ROW, "row"), (R.POS_FIRST_OF_TENSOR, "tensor")]:
+                rng2 = np.random.default_rng()
+                rng2.bit_generator.state = state
+                alt = build(sc, rng2, pos_reading=which).expected
+                if any(not np.array_equal(a["output"], e["output"]) for a, e in zip(alt, built.expected)):
+                    built.alternates[name] = alt
         if np.dtype(sc.dtype) != np.float32 and (sc.rotary or sc.qknorm):  # R17: other precisions
             for name, precision in [(R.ROTATED_Q_UNROUNDED, "q-unrounded"), (R.ROTARY_IN_T, "t-arithmetic")]:
                 if precision == "t-arithmetic" and not sc.rotary:

@@ -118,6 +118,12 @@ def _named_scenarios(full: bool) -> list[Scenario]:
         Scenario("qwen2", "decode", past=(9,), qlen=(1,), qknorm=1, rotary=1),
         Scenario("edge1", "decode", past=(3, 8), qlen=(1, 1), qknorm=1),
         Scenario("qwen2", "decode", past=(9,), qlen=(1,), qknorm=1, rotary=1, kvq="int8-channel"),
+        # position_ids beyond P + s (R6): per-entry offsets and gaps, on a first prompt (where the
+        # "first element" sentence applies: alternates) and on a past (where it does not)
+        Scenario("edge1", "prefill", qlen=(5, 5), rotary=1, position_ids=1, pos_form="gaps"),
+        Scenario("edge1", "prefill", qlen=(5, 5), rotary=1, position_ids=1, pos_form="rowoffset"),
+        Scenario("qwen2", "chunk", past=(5,), qlen=(3,), rotary=1, position_ids=1, pos_form="gaps"),
+        Scenario("edge1", "decode", past=(3, 8), qlen=(1, 1), rotary=1, position_ids=1, pos_form="rowoffset"),
         # the norm epsilons: qk_norm_epsilon alone, and q/k_norm_epsilon overriding it
         Scenario("edge1", "decode", past=(3, 8), qlen=(1, 1), qknorm=1, qknorm_eps="qk"),
         Scenario("edge1", "decode", past=(3, 8), qlen=(1, 1), qknorm=1, qknorm_eps="over", rotary=1),

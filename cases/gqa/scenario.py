@@ -38,6 +38,9 @@ class Scenario:
     steps: int = 0  # decode steps after the prefill (multistep)
     rotary: int = 0  # 0 none, 1 half-split, 2 interleaved
     position_ids: int = 0
+    #: position_ids forms beyond P + s (R6): "" contiguous | "rowoffset": each entry's ids shifted by
+    #: its own offset (positions differ from cache rows) | "gaps": ids with gaps inside a row
+    pos_form: str = ""
     window: int = -1
     softcap: float = 0.0
     sink: str = ""  # "" | smooth | head
@@ -146,6 +149,7 @@ AXES: list[Axis] = [
     Axis(lambda s: {1: "rotary", 2: "rotaryinter"}.get(s.rotary),
          lambda s: {"do_rotary": int(bool(s.rotary)), "rotary_interleaved": int(s.rotary == 2)}, "gqa_rotary"),
     Axis(lambda s: _when(s.position_ids, "posids"), lambda s: {"position_ids": s.position_ids}, "gqa_position_ids"),
+    Axis(lambda s: _when(bool(s.pos_form), s.pos_form), lambda s: {"position_ids_form": s.pos_form} if s.pos_form else {}),
     Axis(lambda s: _when(s.window >= 0, f"win{s.window}"), lambda s: {"local_window_size": s.window}, "gqa_window"),
     Axis(lambda s: _when(s.softcap, f"softcap{s.softcap:g}"), lambda s: {"softcap": s.softcap}, "gqa_softcap"),
     Axis(lambda s: _when(s.sink, f"sink{s.sink}"), lambda s: {"sink": s.sink or "none"}, "gqa_sink"),
