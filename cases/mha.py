@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import helper
 
+from harness import readings
 from harness.case import Built, Case, dtype_name
 from harness.data import normal, up
 from harness.families import Family, Row
@@ -47,9 +48,11 @@ class Sc:
     mask: str = "none"  # none | pad2d (B, T) 0/1 | lens (B,) key lengths
     abias: str = "none"  # none | b1st (B, 1, S, T) | 1nst (1, N, S, T)
     scale: float = 0.0  # 0: the default 1/sqrt(head_size)
+    mfv: float = 0.0  # mask_filter_value; 0: attribute absent (-10000)
 
     def tag(self) -> str:
         sc = f"-scale{self.scale:g}" if self.scale else ""
+        sc += f"-mfv{self.mfv:g}" if self.mfv else ""
         return (f"b{self.batch}s{self.s}kv{self.kv}past{self.past}n{self.heads}h{self.head}-bias{int(self.bias)}"
                 f"-uni{int(self.uni)}-mask{self.mask}-abias{self.abias}{sc}")
 
@@ -65,11 +68,38 @@ def additive_mask(sc: Sc, mask: np.ndarray | None, abias: np.ndarray | None) -> 
             for j in range(t):
                 padded = (j >= mask[b]) if mask.ndim == 1 else (mask[b, j] == 0)
                 if padded:
-                    m[b, :, :, j] += MASK_FILTER
+                    m[b, :, :, j] += sc.mfv or MASK_FILTER
     if sc.uni:
         for i in range(sc.s):
             m[:, :, i, sc.past + i + 1:] = -np.inf
     return m
+
+
+def replace_mask(sc: Sc, q, k, bias, pk, mask, abias) -> np.ndarray:
+    """M2's other reading as an additive mask: padded scores become mask_filter_value exactly
+    (mask_filter_value - scale * q.k), computed from the case's own projections in numpy."""
+    n, h = sc.heads, sc.head
+    d = n * h
+    qq, kk = up(q), up(k)
+    if bias is not None:
+        qq, kk = qq + up(bias)[:d], kk + up(bias)[d:2 * d]
+    qh = qq.reshape(sc.batch, sc.s, n, h).transpose(0, 2, 1, 3)
+    kh = kk.reshape(sc.batch, sc.kv, n, h).transpose(0, 2, 1, 3)
+    if sc.past:
+        kh = np.concatenate([up(pk), kh], axis=2)
+    scores = qh @ kh.transpose(0, 1, 3, 2) * (sc.scale or 1.0 / np.sqrt(h))
+    m = additive_mask(replace_fields(sc), None, abias)
+    for b in range(sc.batch):
+        for j in range(sc.past + sc.kv):
+            if (j >= mask[b]) if mask.ndim == 1 else (mask[b, j] == 0):
+                m[b, :, :, j] = sc.mfv - scores[b, :, :, j] - (0 if abias is None else up(abias)[min(b, abias.shape[0] - 1), :, :, j])
+    return m
+
+
+def replace_fields(sc: Sc) -> Sc:
+    from dataclasses import replace
+
+    return replace(sc, mask="none")
 
 
 def oracle(sc: Sc, q, k, v, bias, pk, pv, mask_add) -> dict[str, np.ndarray]:
@@ -140,16 +170,25 @@ def _case(sc: Sc, dtype) -> Case:
             attrs["unidirectional"] = 1
         if sc.scale:
             attrs["scale"] = sc.scale
+        if sc.mfv:
+            attrs["mask_filter_value"] = sc.mfv
         node = helper.make_node("MultiHeadAttention", ins, outs, domain=MS, **attrs)
         pres = (dtype, (sc.batch, sc.heads, t, sc.head))
         types = {"output": (dtype, (sc.batch, sc.s, d)), "present_key": pres, "present_value": pres}
         model = single_node_model(node, feeds, {o: types[o] for o in outs})
         o = oracle(sc, q, k, v, b, pk, pv, additive_mask(sc, mask, ab))
-        return Built(model, [feeds], [{n: o[n] for n in outs}], oracle="Attention-23 lowering, float64 (onnx.reference)")
+        built = Built(model, [feeds], [{n: o[n] for n in outs}], oracle="Attention-23 lowering, float64 (onnx.reference)")
+        if sc.mfv and mask is not None:  # M2: the padded key's score replaced by the value, not shifted by it
+            built.alternates[readings.MASK_FILTER_REPLACES] = [
+                {n: v_ for n, v_ in oracle(sc, q, k, v, b, pk, pv, replace_mask(sc, q, k, b, pk, mask, ab)).items()
+                 if n in outs}]
+        return built
 
     feats = {"op": "MultiHeadAttention", "batch": sc.batch, "q_len": sc.s, "kv_len": sc.kv, "past": sc.past,
              "num_heads": sc.heads, "head_size": sc.head, "bias": int(sc.bias), "unidirectional": int(sc.uni),
              "key_padding_mask": sc.mask, "attention_bias": sc.abias, "scale": sc.scale or "default", "dtype": dt}
+    if sc.mfv:
+        feats["mask_filter_value"] = sc.mfv
     marks = ("attention", "mha") + (("fp16",) if dt == "fp16" else ())
     return Case(cid, "mha", feats, marks, for_dtype("attention", dt), make)
 
@@ -160,6 +199,7 @@ QUICK = [
     Sc(mask="pad2d"), Sc(mask="lens"), Sc(s=1, kv=1, past=3, uni=True, mask="pad2d"),
     Sc(abias="b1st"), Sc(abias="1nst", uni=True), Sc(scale=0.5), Sc(s=3, kv=7), Sc(s=3, kv=7, mask="pad2d"),
     Sc(batch=1, s=5, kv=5, heads=4, head=64, uni=True),
+    Sc(mask="pad2d", mfv=-2.0),
 ]
 FULL_EXTRA = [
     Sc(s=1, kv=1, past=15, uni=True, bias=True, mask="pad2d", abias="1nst"), Sc(batch=3, s=2, kv=2, past=5, uni=True),

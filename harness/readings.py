@@ -60,6 +60,7 @@ KVQ_FLOAT_NEW_ROWS = "attention reads the new rows before quantisation"
 ROTATED_Q_UNROUNDED = "rotated/normalised Q kept above the case's precision (only K, stored in present, rounded)"
 ROTARY_IN_T = "rotation computed in the case's float16/bfloat16 arithmetic (each product and sum rounded)"
 G_IDX_IGNORED = "g_idx ignored (the input is deprecated)"
+MASK_FILTER_REPLACES = "a padded key's score is replaced by mask_filter_value (not shifted by it)"
 POS_FIRST_OF_ROW = "first prompt: each row's first position_id, then consecutive"
 POS_FIRST_OF_TENSOR = "first prompt: position_ids[0, 0] for every row, then consecutive"
 GELU_TANH = "Gelu as the tanh approximation 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))"
@@ -122,6 +123,16 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
                  "compute in T (onnx.reference's RotaryEmbedding-23 does). With logits of magnitude ~50 "
                  "(head 512, scale 1.0) one ulp of K moves the output by ~0.02, above any fp16 bound")),
         "docs/gqa.md#R17"),
+    Ambiguity(
+        "M2", "com.microsoft.MultiHeadAttention", "Is mask_filter_value added to a padded key's score, or does it "
+        "replace it?",
+        ("mask_filter_value: \"The value to be filled in the attention mask. Default value is -10000.0f\"",
+         "key_padding_mask: \"value 0 means padding or 1 otherwise\""),
+        Reading("added: the attention mask holds mask_filter_value where a key is padded and 0 elsewhere, and the "
+                "mask is added to the scores", "'filled in the attention mask': the value fills the mask, and an "
+                "attention mask (as attention_bias, 'added to QxK'') is added"),
+        (Reading(MASK_FILTER_REPLACES, "'filled' read as the masked score itself"),),
+        "docs/mha.md"),
     Ambiguity(
         "R6", _GQA, "On a first prompt, which position_ids are used?",
         ("position_ids: \"2D tensor with shape (batch_size, sequence_length). When processing the first prompt the "

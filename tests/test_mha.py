@@ -71,3 +71,23 @@ def test_every_input_form_is_wired():
     wired = {i for n in nodes for i, name in enumerate(n.input) if name}
     assert wired == {0, 1, 2, 3, 4, 5, 6, 7}
     assert {c.features["key_padding_mask"] for c in mha.cases("quick")} == {"none", "pad2d", "lens"}
+
+
+def test_mask_filter_value_readings_differ_and_replace_is_exact():
+    """M2: with mask_filter_value -2 the padded keys stay in play, so adding and replacing differ;
+    under the replace reading a padded key's weight is exp(-2) relative to exp(score) of the others."""
+    from harness import readings
+
+    case = next(c for c in mha.cases("quick") if c.features.get("mask_filter_value"))
+    built = case.build()
+    alt = built.alternates[readings.MASK_FILTER_REPLACES][0]["output"]
+    exp = built.expected[0]["output"]
+    tol = get(case.tolerance)
+    assert not np.allclose(alt, exp, atol=tol.atol, rtol=tol.rtol)
+    f = built.feeds[0]
+    q, k, v, m = (f[n].astype(np.float64) for n in ("query", "key", "value", "key_padding_mask"))
+    b, h = 1, 16  # batch entry 1 has its last key padded; head 0
+    s = q[b, :, :h] @ k[b, :, :h].T / 4.0
+    s[:, m[b] == 0] = -2.0
+    w = np.exp(s) / np.exp(s).sum(1, keepdims=True)
+    np.testing.assert_allclose(alt[b, :, :h], w @ v[b, :, :h], rtol=1e-9)
