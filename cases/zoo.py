@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 
 from harness.families import Family
+from harness.refops import matmul as ref_matmul
 from harness.zoo import zoo_cases
 from harness.zoo.cases import form_mark, forms
 
 MODE_ENV = "ONNX_COMPAT_ZOO_MODE"
 
-FAMILY = Family(marks={"zoo": "zoo models and their twins",
+FAMILY = Family(reference_ops=ref_matmul.OPS,  # ORT-fused exports (transformers' ort_fusions) carry FusedMatMul
+                marks={"zoo": "zoo models and their twins",
                        **{form_mark(f): f"zoo export form {f}" for f in sorted(forms())}})
 
 

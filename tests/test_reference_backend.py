@@ -61,3 +61,19 @@ def test_gqa_with_zero_new_kv_rows_attends_to_the_past_it_is_given():
             want[i, hq] = (p / p.sum()) @ pv[0, 0, : pos + 1]
     np.testing.assert_allclose(out.reshape(s, n, h), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(present_k, pk)  # no row appended
+
+
+def test_fused_matmul_is_alpha_times_numpy_matmul_of_the_transposed_operands():
+    from harness.refops.matmul import FusedMatMul  # noqa: F401 - registered through cases/zoo.py
+
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    b = rng.standard_normal((2, 4, 5)).astype(np.float32)
+    node = helper.make_node("FusedMatMul", ["a", "b"], ["y"], domain="com.microsoft", alpha=0.5, transA=1, transB=1)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", T.FLOAT, [2, 5, 3]),
+                                        helper.make_tensor_value_info("b", T.FLOAT, [2, 4, 5])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    y = Reference().prepare(ModelRef(m)).run({"a": a, "b": b})["y"]
+    want = 0.5 * np.einsum("bkm,bnk->bmn", a.astype(np.float64), b.astype(np.float64))  # (A^T)(B^T), by hand
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)

@@ -70,9 +70,11 @@ class ContractError(ValueError):
     """The contract names something its graphs do not have; the message names both."""
 
 
-def kv_names(contract: Contract) -> list[tuple[str, str]]:
+def kv_names(contract: Contract, graph: str | None = None) -> list[tuple[str, str]]:
+    """(past input, present output) per KV tensor; `graph` the prefill graph: its own present names."""
     kv = contract.kv
-    return [(kv.past.format(i=i, kv=k), kv.present.format(i=i, kv=k)) for i in range(kv.count) for k in ("key", "value")]
+    present = kv.prefill_present if graph and graph == contract.graphs.prefill and kv.prefill_present else kv.present
+    return [(kv.past.format(i=i, kv=k), present.format(i=i, kv=k)) for i in range(kv.count) for k in ("key", "value")]
 
 
 def windowed_pasts(path: Path) -> set[str]:
@@ -218,7 +220,7 @@ class Driven:
             if c.logits not in res:
                 raise ContractError(f"{step.graph} gave no output {c.logits!r} (outputs: {', '.join(res)})")
             if t + 1 < len(self.steps):
-                for p, q in pairs:
+                for p, q in kv_names(c, step.graph):
                     if q not in res:
                         raise ContractError(f"{step.graph} gave no output {q!r} to feed back as {p!r}")
                     carried[p] = res[q]

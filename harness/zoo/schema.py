@@ -68,6 +68,9 @@ ExtraRule = Literal["zero", "one", "seq_length", "past_length", "total_length"]
 class KV(Strict):
     past: str = "past_key_values.{i}.{kv}"
     present: str = "present.{i}.{kv}"
+    #: the prefill graph's present names, where they differ from the decode graph's
+    #: (transformers' own exporter: "past_key_values.layers.{i}.{kv}s" vs "output.…")
+    prefill_present: str | None = None
     count: int = Field(ge=0)
     layout: Literal["BNSH", "BSNH"] = "BNSH"
     heads: int | list[int]
@@ -83,9 +86,9 @@ class KV(Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        for field in ("past", "present"):
+        for field in ("past", "present", "prefill_present"):
             name = getattr(self, field)
-            if "{i}" not in name or "{kv}" not in name:
+            if name is not None and ("{i}" not in name or "{kv}" not in name):
                 raise ValueError(f"kv.{field} {name!r} must contain {{i}} and {{kv}}")
         for field in ("heads", "head_dim"):
             v = getattr(self, field)
