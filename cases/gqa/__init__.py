@@ -58,6 +58,8 @@ FAMILY = Family(
             f"{_TRACT_GEMMA3}: the exact GQA node of model_q4.onnx", k="gemma3 and win512", m="gqa_rotary"),
         Row("GQA head 512 / scale 1.0 (Gemma-4 global layers)",
             "the ORT-GenAI request for Gemma-4: variable head dims 256/512", k="gemma4g", m="gqa"),
+        Row("Gemma-4 variable head size (sliding 256 / full 512)",
+            "the ORT-GenAI request for Gemma-4 (PLE, variable head dims, KV sharing)", k="gemma4g or gemma4s", m="gqa"),
         Row("GQA sliding head 256 (Gemma-4 sliding layers)",
             "the ORT-GenAI request for Gemma-4: sliding (256) vs full attention (512)", k="gemma4s", m="gqa"),
         Row("Static KV cache buffer (shared past/present)",
