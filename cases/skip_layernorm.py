@@ -106,7 +106,7 @@ def _case(shape, form: str, beta: bool, bias: bool, outputs: str, dist: str, dty
     feats = {"op": "SkipLayerNormalization", "beta": int(beta), "bias": int(bias), "skip": form,
              "outputs": outputs, "shape": list(shape), "input": dist, "dtype": dt}
     marks = ("layernorm",) + (("fp16",) if dt == "fp16" else ())
-    return Case(cid, "layernorm", feats, marks, for_dtype("reduction", dt), make)
+    return Case(cid, "layernorm", feats, marks, for_dtype("layernorm", dt), make)
 
 
 def cases(grid_name: str = "quick") -> list[Case]:

@@ -57,6 +57,13 @@ PROFILES: dict[str, Tolerance] = {
            "order and a fast rsqrt move the result by ~sqrt(n)*eps ~ 1e-5 relative; 1e-4 "
            "leaves a 10x margin, far below any semantic error (a dropped epsilon or a "
            "subtracted mean moves results by >1e-2)."),
+        _p("fp32-layernorm", 1e-4, 1e-4, 1e-9,
+           "LayerNorm (SkipLayerNormalization) subtracts a mean: a float32 sum of n <= 2048 values of "
+           "magnitude |mean| <= ~6 (inputs with a large mean are in the grid on purpose), in any order, errs "
+           "by ~sqrt(n)*eps*|mean|*few ~ 3e-5 on the mean; that error shifts every output by itself times "
+           "inv_std*|gamma| (<= ~2), absolutely, so rtol does not cover outputs near zero (ORT CPU: max "
+           "|d| 1.4e-5 at n = 2048). atol 1e-4 keeps a 3x margin; a dropped mean moves outputs by "
+           "|mean|/std ~ 4, a wrong epsilon or variance by > 1e-2 relative."),
         _p("fp32-attention", 2e-5, 1e-3, 1e-8,
            "Attention: two matmuls over head_size / kv length (up to 512) and a softmax with "
            "exp; float32 accumulation in any order plus a vectorised exp drift ~1e-5 relative "
@@ -80,6 +87,10 @@ PROFILES: dict[str, Tolerance] = {
         _p("fp16-reduction", 2e-3, 5e-3, 1e-5,
            "float16 norms: ORT upcasts to float32 for the reduction, then rounds the output "
            "(0.5 ulp) after a multiply by a float16 scale (another 0.5 ulp); 5 ulp bound."),
+        _p("fp16-layernorm", 2e-3, 5e-3, 1e-5,
+           "float16 LayerNorm: the statistics in float32 (fp32-layernorm's mean error is ~1e-5, far below "
+           "float16 resolution), then the output rounded after a multiply by a float16 gamma and an add of a "
+           "float16 beta: 5 ulp, as fp16-reduction."),
         _p("fp16-attention", 5e-3, 5e-3, 1e-5,
            "float16 attention: the probabilities and the P·V product may be rounded to float16 "
            "(flash kernels do); ORT's own fp16 GQA tests use rtol = atol = 5e-3."),

@@ -93,3 +93,21 @@ def test_skip_layernorm_grid_wires_every_optional_input_and_output_and_skip_form
 def test_readings_are_catalogued():
     assert readings.find_reading(readings.GELU_TANH)[0].id == "A1"
     assert readings.find_reading(readings.SKIP_SUM_IN_T)[0].id == "A2"
+
+
+def test_layernorm_profile_still_flags_a_dropped_mean():
+    """fp32-layernorm's atol (1e-4, for the float32 mean's absolute error) stays far below what an
+    RMS norm (no mean subtracted) gets wrong on the grid's large-mean inputs."""
+    case = next(c for c in skip_layernorm.cases("quick") if c.features["dtype"] == "fp32")
+    built = case.build()
+    f = built.feeds[0]
+    s = f["input"].astype(np.float64) + f["skip"].astype(np.float64)
+    for name in ("bias",):
+        if name in f:
+            s = s + f[name].astype(np.float64)
+    rms = s / np.sqrt((s * s).mean(-1, keepdims=True) + skip_layernorm.EPS) * f["gamma"].astype(np.float64)
+    if "beta" in f:
+        rms = rms + f["beta"].astype(np.float64)
+    tol = get(case.tolerance)
+    assert case.tolerance == "fp32-layernorm"
+    assert not np.allclose(rms, built.expected[0]["output"], atol=tol.atol, rtol=tol.rtol)
