@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import helper
 
+from harness import readings
 from harness.case import Built, Case, dtype_name
 from harness.data import normal, up
 from harness.families import Family, Row
@@ -46,10 +47,12 @@ class Sc:
     mask: str = "none"  # none | raw2d (B,T) | raw3d (B,S,T) | right (B,) | left (2B,)
     abias: bool = False  # (1, N, S, T)
     scale: float = 0.0
+    mfv: float = 0.0  # mask_filter_value; 0: attribute absent (-10000)
 
     def tag(self) -> str:
         v = f"v{self.vhead}" if self.vhead else ""
         sc = f"-scale{self.scale:g}" if self.scale else ""
+        sc += f"-mfv{self.mfv:g}" if self.mfv else ""
         return (f"b{self.batch}s{self.s}past{self.past}n{self.heads}h{self.head}{v}in{self.din}-bias{int(self.bias)}"
                 f"-uni{int(self.uni)}-mask{self.mask}-abias{int(self.abias)}{sc}")
 
@@ -90,11 +93,21 @@ def visible(sc: Sc, m: np.ndarray | None) -> np.ndarray:
     return vis
 
 
-def oracle(sc: Sc, x, w, bias, past, m, abias) -> dict[str, np.ndarray]:
+def oracle(sc: Sc, x, w, bias, past, m, abias, replace: bool = False) -> dict[str, np.ndarray]:
+    """replace: M2's other reading, a masked score becomes mask_filter_value (not shifted by it)."""
     n, h = sc.heads, sc.head
     hv = sc.vhead or h
     t = sc.past + sc.s
-    add = np.where(visible(sc, m), 0.0, MASK_FILTER)[:, None, :, :] * np.ones((1, n, 1, 1))
+    hidden = ~visible(sc, m)[:, None, :, :] & np.ones((1, n, 1, 1), bool)
+    add = np.where(hidden, sc.mfv or MASK_FILTER, 0.0)
+    if replace:  # fill value minus the score the masked position would have had
+        proj = up(x) @ up(w) + (0.0 if bias is None else up(bias))
+        qh = proj[..., :n * h].reshape(sc.batch, sc.s, n, h).transpose(0, 2, 1, 3)
+        kh = proj[..., n * h:2 * n * h].reshape(sc.batch, sc.s, n, h).transpose(0, 2, 1, 3)
+        if sc.past:
+            kh = np.concatenate([up(past[0]), kh], axis=2)
+        scores = qh @ kh.transpose(0, 1, 3, 2) * (sc.scale or 1.0 / np.sqrt(h))
+        add = np.where(hidden, (sc.mfv or MASK_FILTER) - scores - (0.0 if abias is None else up(abias)), 0.0)
     if abias is not None:
         add = add + up(abias)
     if sc.uni:
@@ -159,19 +172,27 @@ def _case(sc: Sc, dtype) -> Case:
             attrs["qkv_hidden_sizes"] = [n * h, n * h, n * hv]
         if sc.scale:
             attrs["scale"] = sc.scale
+        if sc.mfv:
+            attrs["mask_filter_value"] = sc.mfv
         outs = ["output", "present"] if sc.past else ["output"]
         node = helper.make_node("Attention", ins, outs, domain=MS, **attrs)
         types = {"output": (dtype, (sc.batch, sc.s, n * hv)),
                  "present": (dtype, (2, sc.batch, n, sc.past + sc.s, h))}
         model = single_node_model(node, feeds, {o: types[o] for o in outs})
         o = oracle(sc, x, w, bias, past, m, ab)
-        return Built(model, [feeds], [{k: o[k] for k in outs}],
-                     oracle="MatMul projection + Attention-23, float64 (onnx.reference)")
+        built = Built(model, [feeds], [{k: o[k] for k in outs}],
+                      oracle="MatMul projection + Attention-23, float64 (onnx.reference)")
+        if sc.mfv and m is not None:  # M2's other reading
+            r = oracle(sc, x, w, bias, past, m, ab, replace=True)
+            built.alternates[readings.MASK_FILTER_REPLACES] = [{k: r[k] for k in outs}]
+        return built
 
     feats = {"op": "Attention (com.microsoft)", "batch": sc.batch, "q_len": sc.s, "past": sc.past,
              "num_heads": sc.heads, "head_size": sc.head, "v_head_size": sc.vhead or sc.head,
              "input_hidden": sc.din, "bias": int(sc.bias), "unidirectional": int(sc.uni), "mask_index": sc.mask,
              "attention_bias": int(sc.abias), "scale": sc.scale or "default", "dtype": dt}
+    if sc.mfv:
+        feats["mask_filter_value"] = sc.mfv
     marks = ("attention", "attention_ms") + (("fp16",) if dt == "fp16" else ())
     return Case(cid, "attention_ms", feats, marks, for_dtype("attention", dt), make)
 
@@ -180,6 +201,7 @@ QUICK = [
     Sc(), Sc(bias=False), Sc(uni=True), Sc(s=1, past=3, uni=True), Sc(s=2, past=3, uni=True, mask="raw2d"),
     Sc(mask="raw2d"), Sc(mask="raw3d"), Sc(mask="right"), Sc(mask="left"), Sc(abias=True),
     Sc(vhead=24), Sc(scale=0.5), Sc(batch=1, s=5, heads=4, head=64, din=64, uni=True),
+    Sc(mask="raw2d", mfv=-2.0),
 ]
 FULL_EXTRA = [
     Sc(s=1, past=9, uni=True, mask="raw2d", abias=True), Sc(mask="left", uni=True), Sc(mask="right", uni=True),

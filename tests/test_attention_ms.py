@@ -63,3 +63,22 @@ def test_reference_agrees_with_the_oracle(case):
     names = [o.name for o in built.model.graph.output]
     for name, value in zip(names, got):
         np.testing.assert_allclose(value.astype(np.float64), built.expected[0][name], atol=tol.atol, rtol=tol.rtol)
+
+
+def test_mask_filter_value_case_tells_the_readings_apart():
+    from harness import readings
+
+    case = next(c for c in attention_ms.cases("quick") if c.features.get("mask_filter_value"))
+    built = case.build()
+    f = built.feeds[0]
+    alt = built.alternates[readings.MASK_FILTER_REPLACES][0]["output"]
+    tol = get(case.tolerance)
+    assert not np.allclose(alt, built.expected[0]["output"], atol=tol.atol, rtol=tol.rtol)
+    # the replace reading by hand, head 0 of batch entry 1 (its last key masked)
+    proj = f["input"].astype(np.float64) @ f["weights"].astype(np.float64) + f["bias"].astype(np.float64)
+    h, n = 16, 2
+    q, k, v = proj[1, :, :h], proj[1, :, n * h:n * h + h], proj[1, :, 2 * n * h:2 * n * h + h]
+    s = q @ k.T / 4.0
+    s[:, f["mask_index"][1] == 0] = -2.0
+    w = np.exp(s) / np.exp(s).sum(1, keepdims=True)
+    np.testing.assert_allclose(alt[1, :, :h], w @ v, rtol=1e-9)
