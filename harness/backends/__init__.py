@@ -30,6 +30,7 @@ def _registry() -> dict[str, Callable[[], Backend]]:
         "ort-cpu": ort.OrtCpu,
         "ort-cpu-noopt": ort.OrtCpuNoOpt,
         "ort-cuda": ort.OrtCuda,
+        "ort-cuda-strict": ort.OrtCudaStrict,
         "tract": tract_backend.Tract,
         "tract-cli": tract_backend.TractCli,
         "ort-node": ort_js.OrtNode,
