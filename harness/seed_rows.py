@@ -15,7 +15,7 @@ def seed_table(records: list[dict[str, Any]], backends: list[str]) -> list[dict[
     merged: dict[str, dict[str, Any]] = {}
     for row in declared_rows():
         entry = merged.setdefault(row.name, {"source": row.source, "preds": []})
-        entry["preds"].append(selector(row.k, row.m))
+        entry["preds"].append(selector(row.k, row.m, check_marks=False))
     rows = []
     for name, entry in merged.items():
         cells: dict[str, dict[str, Any]] = {}

@@ -77,3 +77,11 @@ def test_unknown_marks_and_bad_expressions_are_one_line_errors():
 def test_family_marks_are_declared_by_their_modules():
     marks = all_marks()
     assert "gqa_decode" in marks and "matmulnbits" in marks and "fp16" in marks
+
+
+def test_a_row_naming_a_mark_no_case_carries_matches_nothing_instead_of_failing():
+    """Zoo form marks exist only while their twins do (ONNX_COMPAT_TWINS may point elsewhere)."""
+    keep = registry.selector(None, "zoo_no_such_form or gqa_rotary", check_marks=False)
+    assert keep("gqa/x", ("gqa_rotary",)) and not keep("zoo/y", ("zoo",))
+    with pytest.raises(registry.SelectionError):
+        registry.selector(None, "zoo_no_such_form")
