@@ -178,7 +178,7 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
     for row in m["rows"]:
         families.setdefault(row["family"], []).append(row)
     marks = sorted({mk for row in m["rows"] for mk in row["marks"]})
-    from .seed_rows import feature_table, seed_table
+    from .report_rows import feature_table, named_rows
 
     repro_root = _repro_root(records)
     cells: dict[str, dict[str, Any]] = {}
@@ -197,7 +197,7 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
         diff=diff(records, baseline) if baseline is not None else None,
         ambiguities=ambiguity_table(records), run_info=run_info or {}, drafts=drafts,
         drafts_md={d["id"]: _markdown(d) for d in drafts},
-        seed_rows=seed_table(records, order), feature_rows=feature_table(records), zoo_rows=zoo_table(records),
+        named_rows=named_rows(records, order), feature_rows=feature_table(records), zoo_rows=zoo_table(records),
         # per cell only what differs between cells, grouped by case; versions, tolerances and the
         # repro root are looked up by name
         repro_root_json=_safe_json(repro_root),

@@ -28,7 +28,8 @@ from .results import ResultsWriter, lock_out_dir
 from .verdict import Status
 
 
-def first_line(text: str, limit: int = 4000) -> str:
+def clip(text: str, limit: int = 4000) -> str:
+    """The message as kept in a cell: stripped, and cut (saying so) past `limit` characters."""
     text = str(text).strip()
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
@@ -39,7 +40,7 @@ def _record(case: Case, backend: Backend, status: Status, metrics: dict | None, 
         "case_id": case.id, "family": case.family, "features": clean_for_json(dict(case.features)),
         "marks": list(case.marks), "backend": backend.name, "backend_version": version,
         "status": status.value, "metrics": clean_for_json(metrics or {}),
-        "tolerance": tolerances.get(case.tolerance).as_record(), "message": first_line(message),
+        "tolerance": tolerances.get(case.tolerance).as_record(), "message": clip(message),
         "seconds": round(seconds, 4), "repro": None,
     }
 

@@ -11,7 +11,7 @@ from .registry import selector
 from .verdict import worst
 
 
-def seed_table(records: list[dict[str, Any]], backends: list[str]) -> list[dict[str, Any]]:
+def named_rows(records: list[dict[str, Any]], backends: list[str]) -> list[dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
     for row in declared_rows():
         entry = merged.setdefault(row.name, {"source": row.source, "preds": []})
