@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--locate", action="store_true",
                    help="locate the first diverging node of every zoo cell that mismatches (slow; "
                         "metrics.located, repros under DIR/located/)")
+    r.add_argument("--perf", type=int, default=0, metavar="N",
+                   help="perf mode: also time N warm runs of every cell (metrics.latency_ms, the median; shown as "
+                        "the report's latency columns)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
     lo = sub.add_parser("locate", help="the first node where a backend leaves the reference, extracted as a repro")
@@ -185,6 +188,9 @@ def cmd_run(args) -> int:
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: use 1 or more")
     _backends(args.oracle)
+    if args.perf < 0:
+        raise UsageError(f"--perf {args.perf}: use 0 (off) or a number of timed repetitions")
+    os.environ["ONNX_COMPAT_PERF"] = str(args.perf)  # read by run_cell, here and in the worker processes
     # cases/zoo.py yields this run's zoo set, here and in --jobs workers (they inherit the environment)
     os.environ["ONNX_COMPAT_ZOO_MODE"], os.environ["ONNX_COMPAT_ZOO_ORACLE"] = args.zoo, args.oracle
     try:

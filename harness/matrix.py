@@ -61,6 +61,7 @@ def matrix_json(records: list[dict[str, Any]]) -> dict[str, Any]:
             "status": r["status"], "max_abs": m.get("max_abs"), "max_rel": m.get("max_rel"), "nmse": m.get("nmse"),
             "cosine": m.get("cosine"), "need_atol": m.get("need_atol"), "need_rtol": m.get("need_rtol"),
             "message": r.get("message", ""), "repro": r.get("repro"), "tolerance": r.get("tolerance"),
+            "latency_ms": m.get("latency_ms"),
         }
     return {"backends": order, "versions": versions, "summary": summary(records), "cells": len(records),
             "rows": [rows[k] for k in sorted(rows, key=lambda cid: (rows[cid]["family"], cid))]}

@@ -111,7 +111,7 @@ def _slim(rec: dict[str, Any]) -> dict[str, Any]:
     m = dict(rec.get("metrics") or {})
     if rec.get("status") == "pass":
         m = {k: m[k] for k in ("max_abs", "max_rel", "nmse", "cosine", "need_atol", "need_rtol", "steps", "top1", "kl",
-                               "oracle") if k in m}
+                               "oracle", "latency_ms") if k in m}
         if "steps" in m:  # zoo steps also chart top-1 agreement and KL
             m["steps"] = [{k: s.get(k) for k in ("max_abs", "nmse", "cosine", "top1", "kl") if k in s} for s in m["steps"]]
     return _round(m)
@@ -194,6 +194,7 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
         seen_statuses=[s for s in ALL_STATUSES if any(r["status"] == s for r in records)],
         shown_packages=("onnx", "onnxruntime", "onnxruntime-gpu", "tract", "onnxruntime-genai", "torch", "transformers"),
         families=families, marks=marks, env=env or environment(), n_cells=len(records),
+        has_latency=any("latency_ms" in (r.get("metrics") or {}) for r in records),
         diff=diff(records, baseline) if baseline is not None else None,
         ambiguities=ambiguity_table(records), run_info=run_info or {}, drafts=drafts,
         drafts_md={d["id"]: _markdown(d) for d in drafts},
