@@ -13,7 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from .matrix import backend_order, matrix_json, summary, write_matrix
+from .matrix import Matrix, backend_order, write_matrix
 from .results import atomic_write_text
 from .verdict import ALL_STATUSES, Status
 
@@ -163,7 +163,8 @@ def ambiguity_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None,
            title: str = "onnx-compat report", env: dict[str, Any] | None = None,
-           run_info: dict[str, dict[str, Any]] | None = None, drafts: list[dict[str, Any]] | None = None) -> str:
+           run_info: dict[str, dict[str, Any]] | None = None, drafts: list[dict[str, Any]] | None = None,
+           matrix: Matrix | None = None) -> str:
     jenv = Environment(loader=PackageLoader("harness", "templates"), autoescape=select_autoescape(["html", "j2"]),
                        trim_blocks=True, lstrip_blocks=True)
     jenv.globals.update(pass_scale=pass_scale, judged=judged)
@@ -172,8 +173,9 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
 
         drafts = build(records, run_info)
     draft_of = {(cid, d["backend"]): d["id"] for d in drafts for cid in d["cases"]}
-    m = matrix_json(records)
-    order = backend_order(records)
+    mx = matrix or Matrix.of(records)
+    m = mx.to_json()
+    order = mx.backends
     families: dict[str, list[dict[str, Any]]] = {}
     for row in m["rows"]:
         families.setdefault(row["family"], []).append(row)
@@ -190,7 +192,7 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
             "metrics": _slim(r), "message": r.get("message"), "tolerance": (r.get("tolerance") or {}).get("profile"),
             "repro": repro, "seconds": _round(r.get("seconds")), "draft": draft_of.get((r["case_id"], r["backend"]))})
     return jenv.get_template("report.html.j2").render(
-        title=title, backends=order, versions=m["versions"], summary=summary(records), statuses=ALL_STATUSES,
+        title=title, backends=order, versions=m["versions"], summary=mx.summary, statuses=ALL_STATUSES,
         seen_statuses=[s for s in ALL_STATUSES if any(r["status"] == s for r in records)],
         shown_packages=("onnx", "onnxruntime", "onnxruntime-gpu", "tract", "onnxruntime-genai", "torch", "transformers"),
         families=families, marks=marks, env=env or environment(), n_cells=len(records),
@@ -229,9 +231,9 @@ def write_report(records: list[dict[str, Any]], out_dir, baseline: list[dict[str
     records = [{**r, "repro": _absolute(r.get("repro"), r["case_id"], roots)} if r.get("repro") else r for r in records]
     info = runinfo.for_results(sources)
     drafts = build(records, info)
-    write_matrix(records, out)
+    matrix = write_matrix(records, out)
     path = out / "report.html"
-    atomic_write_text(path, render(records, baseline, run_info=info, drafts=drafts))
+    atomic_write_text(path, render(records, baseline, run_info=info, drafts=drafts, matrix=matrix))
     if issues:
         write_markdown(drafts, issues)
     return path

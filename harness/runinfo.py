@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 NAME = "run.json"
-PACKAGES = ["onnx-compat", "onnx", "onnxruntime", "onnxruntime-gpu", "tract", "numpy", "ml_dtypes", "pandas",
+PACKAGES = ["onnx-compat", "onnx", "onnxruntime", "onnxruntime-gpu", "tract", "numpy", "ml_dtypes",
             "onnxruntime-genai", "torch", "transformers"]
 
 
