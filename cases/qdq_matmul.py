@@ -12,8 +12,6 @@ in numpy on the stored nibbles, then the matmul, in float64 (no DequantizeLinear
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -23,6 +21,7 @@ from harness.case import Built, Case, dtype_name
 from harness.data import normal, up
 from harness.families import Family, Row
 from harness.graph import make_model, value_info
+from harness.quantize import ort_quantize
 
 FAMILY = Family(
     marks={"qdq_matmul": "the QDQ int4 pattern: blocked DequantizeLinear feeding MatMul"},
@@ -35,21 +34,7 @@ SHAPES = {"qwen2-q": (896, 128), "phi3-qkv": (3072, 96), "edge-64": (64, 48), "g
 
 def ort_qdq(model: onnx.ModelProto, block: int, symmetric: bool, channelwise: bool) -> onnx.ModelProto:
     """onnxruntime's MatMulNBitsQuantizer with quant_format=QDQ (RTN), as an exporter runs it."""
-    from onnxruntime.quantization import QuantFormat
-    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
-
-    cfg = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric, quant_format=QuantFormat.QDQ,
-                                       op_types_to_quantize=("MatMul",), channel_wised_quantize=channelwise)
-    level = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        q = MatMulNBitsQuantizer(model, algo_config=cfg)
-        q.process()
-    finally:
-        logging.disable(level)
-    out = q.model.model
-    out.producer_name = "onnx-compat (onnxruntime MatMulNBitsQuantizer, QDQ)"
-    return out
+    return ort_quantize(model, 4, block, symmetric, None, qdq=True, channelwise=channelwise)
 
 
 def _case(shape: str, block: int, symmetric: bool, channelwise: bool, dtype) -> Case:

@@ -25,12 +25,15 @@ def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 def ort_quantize(model: onnx.ModelProto, bits: int, block_size: int, symmetric: bool, accuracy_level: int | None,
-                 op_types=("MatMul",), quant_axes=None) -> onnx.ModelProto:
-    """Run onnxruntime's MatMulNBitsQuantizer (RTN, the default algorithm) on a float model."""
+                 op_types=("MatMul",), quant_axes=None, qdq: bool = False, channelwise: bool = False) -> onnx.ModelProto:
+    """Run onnxruntime's MatMulNBitsQuantizer (RTN, the default algorithm) on a float model; `qdq`
+    emits DequantizeLinear → MatMul (QuantFormat.QDQ) instead of MatMulNBits."""
+    from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
+    extra = {"quant_format": QuantFormat.QDQ, "channel_wised_quantize": channelwise} if qdq else {}
     cfg = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, accuracy_level=accuracy_level,
-                                       op_types_to_quantize=tuple(op_types), quant_axes=quant_axes, bits=bits)
+                                       op_types_to_quantize=tuple(op_types), quant_axes=quant_axes, bits=bits, **extra)
     level = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
@@ -39,7 +42,7 @@ def ort_quantize(model: onnx.ModelProto, bits: int, block_size: int, symmetric: 
     finally:
         logging.disable(level)
     out = q.model.model
-    out.producer_name = "onnx-compat (onnxruntime MatMulNBitsQuantizer)"
+    out.producer_name = "onnx-compat (onnxruntime MatMulNBitsQuantizer" + (", QDQ)" if qdq else ")")
     return out
 
 
