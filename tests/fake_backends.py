@@ -52,17 +52,10 @@ class Aborting(_Base):
         return _RefSession(Reference().prepare(model), hook)
 
 
-class AbortingInProcess(_Base):
+class AbortingInProcess(Aborting):
     """os.abort() in the process running the cell: no worker of its own, as ORT runs."""
     name = "fake-abort-inproc"
     isolated = False
-
-    def prepare(self, model):
-        def hook(out, feeds):
-            if _marker(feeds):
-                os.abort()
-            return out
-        return _RefSession(Reference().prepare(model), hook)
 
 
 class SegfaultingInProcess(_Base):
@@ -78,19 +71,6 @@ class SegfaultingInProcess(_Base):
         return _RefSession(Reference().prepare(model), hook)
 
 
-class HangingInProcess(_Base):
-    """Hangs in the process running the cell (a deadlocked kernel), with no worker of its own."""
-    name = "fake-hang-inproc"
-    isolated = False
-
-    def prepare(self, model):
-        def hook(out, feeds):
-            if _marker(feeds):
-                time.sleep(3600)
-            return out
-        return _RefSession(Reference().prepare(model), hook)
-
-
 class Hanging(_Base):
     name = "fake-hang"
 
@@ -100,6 +80,12 @@ class Hanging(_Base):
                 time.sleep(3600)
             return out
         return _RefSession(Reference().prepare(model), hook)
+
+
+class HangingInProcess(Hanging):
+    """Hangs in the process running the cell (a deadlocked kernel), with no worker of its own."""
+    name = "fake-hang-inproc"
+    isolated = False
 
 
 class Refusing(_Base):
