@@ -25,13 +25,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
 from . import tolerances
 from .case import Built, Case
+from .model_io import GraphIO
+
+if TYPE_CHECKING:  # onnx is imported where a model is written: `check` of a bundle never needs it
+    import onnx
 
 EXTERNAL_DATA_LIMIT = 1_800_000_000
 #: "name@k" keys: a bundle of more steps than this is refused (a key "x@999999999999" would
@@ -71,12 +74,16 @@ def _encode(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[
 
 
 def _decode(arrays: dict[str, np.ndarray], dtypes: dict[str, str]) -> dict[str, np.ndarray]:
+    if not dtypes:
+        return arrays
     import ml_dtypes
 
     return {k: (v.view(getattr(ml_dtypes, dtypes[k])) if k in dtypes else v) for k, v in arrays.items()}
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:
+    import onnx
+
     big = model.ByteSize() > EXTERNAL_DATA_LIMIT
     onnx.save_model(model, str(path), save_as_external_data=big, all_tensors_to_one_file=True,
                     location=path.name + ".data" if big else None)
@@ -260,6 +267,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
 
 
 def _decode_checked(arrays: dict[str, np.ndarray], dtypes: dict[str, str], where: Path) -> dict[str, np.ndarray]:
+    if not dtypes:  # ml_dtypes costs ~0.3-1.6 s to import: only for bundles that hold such arrays
+        return arrays
     import ml_dtypes
 
     for k, name in dtypes.items():
@@ -268,31 +277,35 @@ def _decode_checked(arrays: dict[str, np.ndarray], dtypes: dict[str, str], where
     return _decode(arrays, dtypes)
 
 
-def _graph_io(model: onnx.ModelProto) -> tuple[dict[str, tuple[np.dtype | None, int | None]], list[str]]:
+def graph_io(model: onnx.ModelProto | GraphIO) -> GraphIO:
     """Graph inputs (not initialisers) with their declared dtype and rank (None where undeclared),
-    and the graph's output names."""
+    and the graph's output names: of a loaded model, or as `model_io.read_graph_io` read them from
+    the file (what `check` does, without importing onnx)."""
+    if isinstance(model, GraphIO):
+        return model
+    from .model_io import elem_dtype
+
     init = {i.name for i in model.graph.initializer}
-    ins = {}
+    io = GraphIO()
     for vi in model.graph.input:
         if vi.name in init:
             continue
         tt = vi.type.tensor_type
-        try:
-            dt = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else None
-        except (KeyError, ValueError, TypeError):
-            dt = None
-        ins[vi.name] = (dt, len(tt.shape.dim) if tt.HasField("shape") else None)
-    return ins, [o.name for o in model.graph.output]
+        io.inputs[vi.name] = (elem_dtype(tt.elem_type) if tt.elem_type else None,
+                              len(tt.shape.dim) if tt.HasField("shape") else None)
+    io.outputs = [o.name for o in model.graph.output]
+    return io
 
 
-def check_against_model(model: onnx.ModelProto, bundle: Bundle) -> None:
+def check_against_model(model: onnx.ModelProto | GraphIO, bundle: Bundle) -> None:
     """The bundle's fault, not a backend's: feeds for every graph input of every step (carried
     inputs aside) with the graph's dtype and rank, and expected outputs the graph has."""
-    ins, outs = _graph_io(model)
+    io = graph_io(model)
+    ins, outs = io.inputs, io.outputs
     inputs_path = bundle.root / "inputs.npz"
     carried = set(bundle.carry.values())
     for step, feeds in enumerate(bundle.feeds):
-        check_feeds_match(model, feeds, inputs_path, carried if step else frozenset())
+        check_feeds_match(io, feeds, inputs_path, carried if step else frozenset())
         for name, arr in feeds.items():
             dt, rank = ins[name]
             key = name if step == 0 else f"{name}@{step}"
@@ -313,9 +326,9 @@ def check_against_model(model: onnx.ModelProto, bundle: Bundle) -> None:
                                   f"are {outs}: key expected arrays by those names (or drop them)")
 
 
-def check_feeds_match(model: onnx.ModelProto, feeds: dict[str, np.ndarray], where: Path, carried: set[str] = frozenset()) -> None:
-    init = {i.name for i in model.graph.initializer}
-    graph_inputs = [i.name for i in model.graph.input if i.name not in init]
+def check_feeds_match(model: onnx.ModelProto | GraphIO, feeds: dict[str, np.ndarray], where: Path,
+                      carried: set[str] = frozenset()) -> None:
+    graph_inputs = list(graph_io(model).inputs)
     missing = [n for n in graph_inputs if n not in feeds and n not in carried]
     extra = [n for n in feeds if n not in graph_inputs]
     if missing or extra:

@@ -11,10 +11,12 @@ import hashlib
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
-import onnx
+
+if TYPE_CHECKING:  # a Case is described without onnx; a built model is an onnx.ModelProto
+    import onnx
 
 
 @dataclass

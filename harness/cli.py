@@ -340,21 +340,14 @@ COMMANDS = {"backends": cmd_backends, "list": cmd_list, "run": cmd_run, "export"
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .bundle import BundleError
-    from .results import ResultsError
-
-    from .results import OutDirBusy
-    from .runner import RunError
-    from .zoo import ZooError
-
     if threading_main():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.cmd](args)
-    except (UsageError, BundleError, ResultsError, FileExistsError, ZooError) as e:
+    except _loaded("bundle:BundleError", "results:ResultsError", "zoo:ZooError", base=(UsageError, FileExistsError)) as e:
         print(f"onnx-compat {args.cmd}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (OutDirBusy, RunError) as e:
+    except _loaded("results:OutDirBusy", "runner:RunError") as e:
         print(f"onnx-compat {args.cmd}: error: {e}", file=sys.stderr)
         return EXIT_RUN
     except OSError as e:
@@ -368,6 +361,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("onnx-compat: " + ("terminated" if isinstance(e, Terminated) else "interrupted")
               + "; results so far are in results.jsonl (continue with --resume)", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
+
+
+def _loaded(*names: str, base: tuple[type, ...] = ()) -> tuple[type, ...]:
+    """The error classes `names` ("module:Class" under harness) of the modules this command has
+    imported: one that was never imported cannot have raised. Importing them all up front would
+    cost every command onnx, pydantic and the zoo (~1.5 s), `check` of one bundle included."""
+    out = list(base)
+    for item in names:
+        mod, _, cls = item.partition(":")
+        m = sys.modules.get(f"{__package__}.{mod}")
+        if m is not None and hasattr(m, cls):
+            out.append(getattr(m, cls))
+    return tuple(out)
 
 
 def threading_main() -> bool:

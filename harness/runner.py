@@ -10,8 +10,6 @@ import sys
 import tempfile
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +22,6 @@ from .bundle import write_bundle
 from .case import Built, Case
 from .compare import clean_for_json, judge_readings, judge_steps
 from . import inflight
-from .results import ResultsWriter, lock_out_dir
 from .verdict import Status
 
 
@@ -315,6 +312,8 @@ def execute(cases: Sequence[Case], backend_names: Sequence[str], out_dir: str | 
     native crash inside a runtime costs its cell (`crash`), never the run. `in_process` runs
     them here instead (a debugger, a profiler): a crash then ends the run, and `--resume`
     records that cell as `crash` and goes on (harness/inflight.py). One run per out_dir (a lock)."""
+    from .results import lock_out_dir  # the run loop's files; a single cell (`check`) needs none of this
+
     out = Path(out_dir)
     with lock_out_dir(out):
         return _execute(cases, backend_names, out, resume=resume, shard=shard, jobs=jobs, isolate=isolate,
@@ -323,6 +322,8 @@ def execute(cases: Sequence[Case], backend_names: Sequence[str], out_dir: str | 
 
 def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, timeout, grid, progress, log,
              in_process):
+    from .results import ResultsWriter
+
     writer = ResultsWriter(out / "results.jsonl", resume=resume)
     repro_root = str(out / "repro")
     by_id = {c.id: c for c in cases}
@@ -436,6 +437,9 @@ def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, 
     the cell it died on becomes `crash` (its fatal dump names the signal), and every case not
     finished runs again in a fresh pool. A death with no fatal dump (killed from outside, out
     of memory) charges the cells in flight; a cell charged twice is recorded as `crash`."""
+    from concurrent.futures import ProcessPoolExecutor  # ~60 ms of imports a single cell (`check`) does not need
+    from concurrent.futures.process import BrokenProcessPool
+
     todo = list(pending)
     charged: dict[tuple[str, str | None], int] = {}
     hung: dict[tuple[str, str], float] = {}
@@ -508,11 +512,11 @@ def _pool_context(maps: str | None = None):
     return mp.get_context("fork")
 
 
-def _processes(pool: ProcessPoolExecutor) -> list:
+def _processes(pool) -> list:
     return list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
 
 
-def _stop_pool(pool: ProcessPoolExecutor, procs: list) -> None:
+def _stop_pool(pool, procs: list) -> None:
     """Shut the pool down without waiting for cells in flight (Ctrl-C, SIGTERM, a broken pool):
     its processes are killed, and their own workers die with them (PR_SET_PDEATHSIG)."""
     procs = list({id(p): p for p in [*procs, *_processes(pool)]}.values())

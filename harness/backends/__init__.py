@@ -22,22 +22,33 @@ def _extra() -> dict[str, Callable[[], Backend]]:
     return out
 
 
-def _registry() -> dict[str, Callable[[], Backend]]:
-    from . import ort, ort_genai, ort_js, reference, tract_backend
+#: built-in backends: name -> (module, class). Imported only when asked for: `check` on ORT alone
+#: must not pay for onnx.reference, tract or the JS bridge (~1 s of imports together).
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "reference": ("reference", "Reference"),
+    "ort-cpu": ("ort", "OrtCpu"),
+    "ort-cpu-noopt": ("ort", "OrtCpuNoOpt"),
+    "ort-cuda": ("ort", "OrtCuda"),
+    "ort-cuda-strict": ("ort", "OrtCudaStrict"),
+    "tract": ("tract_backend", "Tract"),
+    "tract-cli": ("tract_backend", "TractCli"),
+    "ort-node": ("ort_js", "OrtNode"),
+    "ort-web": ("ort_js", "OrtWeb"),
+    "ort-web-chromium": ("ort_js", "OrtWebChromium"),
+    "ort-genai": ("ort_genai", "OrtGenai"),
+}
 
-    builtin: dict[str, Callable[[], Backend]] = {
-        "reference": reference.Reference,
-        "ort-cpu": ort.OrtCpu,
-        "ort-cpu-noopt": ort.OrtCpuNoOpt,
-        "ort-cuda": ort.OrtCuda,
-        "ort-cuda-strict": ort.OrtCudaStrict,
-        "tract": tract_backend.Tract,
-        "tract-cli": tract_backend.TractCli,
-        "ort-node": ort_js.OrtNode,
-        "ort-web": ort_js.OrtWeb,
-        "ort-web-chromium": ort_js.OrtWebChromium,
-        "ort-genai": ort_genai.OrtGenai,
-    }
+
+def _builtin(module: str, cls: str) -> Callable[[], Backend]:
+    def make() -> Backend:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+    return make
+
+
+def _registry() -> dict[str, Callable[[], Backend]]:
+    builtin = {name: _builtin(mod, cls) for name, (mod, cls) in _BUILTIN.items()}
     extra = _extra()
     clash = set(extra) & set(builtin)
     if clash:

@@ -11,10 +11,12 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import onnx
+
+if TYPE_CHECKING:  # a ModelRef on a path needs no onnx (ORT and tract read the file): imported on first use
+    import onnx
 
 
 class Crashed(RuntimeError):
@@ -43,6 +45,8 @@ class ModelRef:
     @property
     def proto(self) -> onnx.ModelProto:
         if self._proto is None:
+            import onnx
+
             self._proto = onnx.load(str(self._path))
         return self._proto
 
@@ -51,6 +55,8 @@ class ModelRef:
         if self._path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="onnx-compat-model-")
             p = Path(self._tmp.name) / "model.onnx"
+            import onnx
+
             onnx.save(self._proto, str(p))
             self._path = p
         return self._path
