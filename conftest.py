@@ -18,6 +18,9 @@ import pytest
 
 from harness.marks import all_marks
 
+#: progress lines and the slowest tests (tests/progress.py)
+pytest_plugins = ["tests.progress"]
+
 HERE = Path(__file__).resolve().parent
 _BACKENDS: dict = {}
 _WRITER = None

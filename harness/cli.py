@@ -117,11 +117,13 @@ def _parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="time per cell of each backend, as ratios to one baseline, side by side")
     selection(be)
-    be.add_argument("--backends", metavar="a,b")
+    be.add_argument("--backends", metavar="a,b", help="backends to time (default: the baseline and reference)")
     be.add_argument("--baseline", default="ort-cpu", metavar="BACKEND")
     be.add_argument("--repeat", type=int, default=3, metavar="N")
     be.add_argument("--json", action="store_true")
     be.add_argument("--no-runs", action="store_true", help="skip the whole-run timings (serial/--jobs 2/--in-process)")
+    be.add_argument("--no-polygraphy", action="store_true", help="skip check vs `polygraphy run` (whole processes)")
+    be.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
 
@@ -316,9 +318,17 @@ def cmd_check(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import bench
 
-    names = _backends(args.backends)
-    return bench(_select(args), names, baseline=args.baseline, repeat=args.repeat, as_json=args.json,
-                 runs=not args.no_runs)
+    from .bench import default_sample
+
+    cases = _select(args)
+    if args.k is None and args.m is None:  # bounded by default: a few cases of every family
+        cases = default_sample(cases)
+        print(f"bench: {len(cases)} case(s), the first few of each op family (select others with -k/-m)",
+              file=sys.stderr)
+    names = _backends(args.backends or ",".join(dict.fromkeys([args.baseline, "reference"])))
+    return bench(cases, names, baseline=args.baseline, repeat=args.repeat, as_json=args.json,
+                 runs=not args.no_runs, progress=None if args.quiet else sys.stderr,
+                 polygraphy=not args.no_polygraphy)
 
 
 def cmd_install_js(args) -> int:

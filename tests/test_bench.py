@@ -9,7 +9,7 @@ from harness import bench
 
 def test_bench_reports_every_ratio_with_its_stability(run_cli):
     out = run_cli("bench", "-k", "rotary/ms-3d and fp32 and b2s5h4d16", "--backends", "reference,ort-cpu",
-                  "--repeat", "2", "--json", check=0)
+                  "--repeat", "2", "--json", "--no-polygraphy", check=0)
     data = json.loads(out.stdout)
     keys = set(data["stability"])
     assert {"overhead ort-cpu rotary", "overhead reference rotary", "reference/ort-cpu", "check/bare",
@@ -20,6 +20,42 @@ def test_bench_reports_every_ratio_with_its_stability(run_cli):
     row = next(r for r in data["passes"][0]["cells"]["overhead"] if r["backend"] == "ort-cpu")
     assert row["cells"] > 0 and row["harness_ms"] > 0 and row["bare_ms"] > 0
     assert row["overhead"] == round(row["overhead"], 3)
+
+
+def test_bench_without_a_selection_is_bounded_and_covers_every_op_family():
+    """`bench` alone measures a few cases of every op family, not the whole grid (it ran 14 minutes
+    silently before)."""
+    from harness.registry import load_cases
+
+    cases = load_cases("quick")
+    sample = bench.default_sample(cases)
+    families = {c.family for c in cases} - {"zoo", "extracted"}
+    assert {c.family for c in sample} == families
+    assert all(sum(c.family == f for c in sample) <= bench.SAMPLE_PER_FAMILY for f in families)
+    assert len(sample) <= bench.SAMPLE_PER_FAMILY * len(families) < len(cases) / 10
+
+
+def test_each_ratio_is_printed_against_its_goal():
+    assert bench.goal_of("overhead ort-cpu gqa", "ort-cpu") == bench.OVERHEAD_GOAL
+    assert bench.goal_of("overhead reference gqa", "ort-cpu") is None
+    assert bench.goal_of("check/polygraphy cpu", "ort-cpu") == 0.5
+
+
+def test_check_vs_polygraphy_runs_both_whole_commands(tmp_path):
+    """The comparison the issue asks for: both commands exit 0 on a passing bundle (a broken
+    command line would time an error message instead)."""
+    import pytest
+
+    pytest.importorskip("polygraphy")
+    from harness.bench_process import check_vs_polygraphy
+    from harness.bundle import write_bundle
+    from harness.registry import load_cases, select
+
+    case = select(load_cases("quick"), "rotary/ms-3d and fp32 and b2s5h4d16", None)[0]
+    write_bundle(case, case.build(), tmp_path / "b")
+    m = check_vs_polygraphy(tmp_path / "b", "ort-cpu", 1)
+    assert m["exit_codes"] == {"a": [0], "b": [0]}
+    assert m["a_cpu"] > 0 and m["b_cpu"] > 0 and m["cpu_ratio"] > 0
 
 
 def test_a_measurement_frees_what_it_made_before_the_next_one_starts():
