@@ -360,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _loaded("results:OutDirBusy", "runner:RunError") as e:
         print(f"onnx-compat {args.cmd}: error: {e}", file=sys.stderr)
         return EXIT_RUN
+    except BrokenPipeError:  # `onnx-compat list | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return EXIT_OK
     except OSError as e:
         print(f"onnx-compat {args.cmd}: error: {_os_error(e)}", file=sys.stderr)
         return EXIT_RUN

@@ -73,3 +73,4 @@ def test_check_of_a_bundle_on_ort_does_not_import_onnx(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert " pass " in p.stdout
     assert "onnx not imported" in p.stdout
+
