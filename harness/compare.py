@@ -183,10 +183,13 @@ def judge_steps(actual_steps: list[Mapping[str, np.ndarray]], expected_steps: li
 
 def judge_readings(actual_steps: list[Mapping[str, np.ndarray]], expected_steps: list[Mapping[str, np.ndarray]],
                    mask_steps: list[Mapping[str, np.ndarray]], tol: Tolerance,
-                   alternates: Mapping[str, list[Mapping[str, np.ndarray]]] | None = None) -> tuple[str, Judgement]:
+                   alternates: Mapping[str, list[Mapping[str, np.ndarray]]] | None = None,
+                   excluded: Mapping[str, list[Mapping[str, np.ndarray]]] | None = None) -> tuple[str, Judgement]:
     """The verdict of a cell that ran, as the matrix and a repro bundle both give it: "pass",
     "ambiguous" (fails the chosen reading of the operator text but matches another reading it
-    allows: metrics["matches_reading"] names it), or "mismatch"."""
+    allows: metrics["matches_reading"] names it), or "mismatch". A mismatch that matches a
+    reading the text rules out (`excluded`) stays a mismatch; metrics["matches_excluded_reading"]
+    and the message name that reading, so the finding says what the backend does."""
     j = judge_steps(actual_steps, expected_steps, mask_steps, tol)
     if j.passed:
         return "pass", j
@@ -196,6 +199,12 @@ def judge_readings(actual_steps: list[Mapping[str, np.ndarray]], expected_steps:
             j.message = (f"matches another reading the operator text allows ({reading}); against the chosen "
                          f"reading: {j.message}")
             return "ambiguous", j
+    for reading, expected in (excluded or {}).items():
+        if judge_steps(actual_steps, expected, mask_steps, tol).passed:
+            j.metrics["matches_excluded_reading"] = reading
+            j.message = (f"takes a reading the operator text rules out ({reading}); against the chosen "
+                         f"reading: {j.message}")
+            break
     return "mismatch", j
 
 
