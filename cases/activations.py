@@ -107,7 +107,7 @@ def _case(op: str, shape, bias: bool, alpha: float | None, dtype) -> Case:
     if op == "quickgelu":
         feats["alpha"] = "default" if alpha is None else alpha
     marks = ("activation",) + (("fp16",) if dt == "fp16" else ())
-    return Case(cid, "activation", feats, marks, for_dtype("pointwise", dt), make)
+    return Case(cid, "activation", feats, marks, for_dtype("activation", dt), make)
 
 
 def cases(grid_name: str = "quick") -> list[Case]:

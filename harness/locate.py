@@ -44,6 +44,7 @@ OP_CLASS = {
     **dict.fromkeys(["SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "LayerNormalization",
                      "SkipLayerNormalization", "RMSNormalization", "ReduceMean", "ReduceSum", "ReduceL2",
                      "ReduceSumSquare", "ReduceMax", "ReduceMin", "CumSum"], "reduction"),
+    **dict.fromkeys(["Gelu", "FastGelu", "BiasGelu", "QuickGelu", "Erf", "Tanh", "Sigmoid"], "activation"),
     **dict.fromkeys(["MatMul", "Gemm", "MatMulNBits", "MatMulInteger", "FusedMatMul", "MatMulIntegerToFloat",
                      "QMoE"], "blockq-matmul"),
     **dict.fromkeys(["Gather", "GatherElements", "GatherND", "GatherBlockQuantized", "DequantizeLinear", "Reshape",
