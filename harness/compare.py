@@ -6,7 +6,12 @@ passed (Polygraphy's "minimum required tolerance"): `need_atol` at the profile's
 `need_rtol` at the profile's atol. A NaN/Inf where the oracle is finite is always a mismatch.
 
 Self-contained on purpose (numpy only; a tolerance is anything with atol, rtol, max_nmse and
-int_atol): repro bundles ship this very file, so `repro.sh` judges exactly as the matrix does.
+int_atol, and optionally atol_rms): repro bundles ship this very file, so `repro.sh` judges
+exactly as the matrix does.
+
+The element rule is |a − b| <= atol_eff + rtol·|b|, atol_eff = atol + atol_rms·RMS(b) over the
+compared elements: a profile whose error scales with the data rather than with each element (int8
+activation quantisation: with the block's largest |A|) sets atol_rms.
 """
 
 from __future__ import annotations
@@ -83,11 +88,23 @@ def tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
         bad = d > tol.int_atol
         out["bad"] = int(np.count_nonzero(bad)) + bad_nonfinite
         return out
+    atol = effective_atol(tol, b)
+    if atol != tol.atol:
+        out["atol"] = atol
     out["need_atol"] = float(max(0.0, (d - tol.rtol * absb).max()))
-    out["need_rtol"] = float(max(0.0, ((d - tol.atol) / np.maximum(absb, TINY)).max()))
-    bad = d > tol.atol + tol.rtol * absb
+    out["need_rtol"] = float(max(0.0, ((d - atol) / np.maximum(absb, TINY)).max()))
+    bad = d > atol + tol.rtol * absb
     out["bad"] = int(np.count_nonzero(bad)) + bad_nonfinite
     return out
+
+
+def effective_atol(tol: Tolerance, expected: np.ndarray) -> float:
+    """atol + atol_rms * RMS(expected): the absolute bound, scaled with the data where the profile
+    says so (older tolerance records have no atol_rms: 0)."""
+    scale = float(getattr(tol, "atol_rms", 0.0) or 0.0)
+    if not scale or expected.size == 0:
+        return float(tol.atol)
+    return float(tol.atol) + scale * float(np.sqrt(np.mean(np.square(expected))))
 
 
 @dataclass
@@ -135,7 +152,7 @@ def judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarr
                             "and the backend gives another value")
         if m["bad"] > m["nonfinite_mismatch"]:
             bound = (f"{tol.int_atol:g} quantisation step(s)" if m.get("integer")
-                     else f"atol {tol.atol:g} + rtol {tol.rtol:g}")
+                     else f"atol {m.get('atol', tol.atol):.3g} + rtol {tol.rtol:g}")
             problems.append(f"output {name!r}: {m['bad'] - m['nonfinite_mismatch']}/{m['n']} element(s) outside "
                             f"{bound} (max |Δ| {m['max_abs']:.3g})")
         if m["nmse"] > tol.max_nmse and not m.get("integer"):
