@@ -132,6 +132,8 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
         status = Status(verdict)
     if built.alternates:  # which readings this cell could match (the report's ambiguity section)
         j.metrics["readings"] = list(built.alternates)
+    if built.excluded:  # and which readings the text rules out it carries (a match stays a mismatch)
+        j.metrics["excluded_readings"] = list(built.excluded)
     message = j.message
     if note:
         message = f"{note}; {message}" if message else note
