@@ -196,7 +196,7 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
         support="\"The GELU nonlinearity is the expected transformation of a stochastic regularizer which randomly "
                 "applies the identity or zero map to a neuron's input\": E[x·m], m ~ Bernoulli(Phi(x)), is x*Phi(x)",
         excluded=(Reading(GELU_TANH, "ruled out by the same sentence: the tanh formula approximates the "
-                          "expectation (up to 4.7e-4 off, 4000x the float32 bound), it is not it; the approximation "
+                          "expectation (up to 4.7e-4 off, 30x the float32 activation bound), it is not it; the approximation "
                           "is its own op, FastGelu"),)),
     Ambiguity(
         "A2", "com.microsoft.SkipLayerNormalization", "In float16, is the sum normalised before or after "
