@@ -37,8 +37,11 @@ class Built:
     oracle: str = ""
     #: where the spec text is ambiguous: the other reading's expected outputs, by a name
     #: that says what the reading is. A backend that fails the chosen reading but matches
-    #: another gets that reading named in its cell (still a mismatch: the report shows it).
+    #: another gets `ambiguous`, the reading named in its cell (compare.judge_readings).
     alternates: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
+    #: readings the text rules out (harness/readings.py `excluded`), by name: a backend that
+    #: matches one is still a mismatch, and its cell names the reading it took
+    excluded: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
     #: a second kind of case (a zoo model): an object whose `prepare(backend.prepare)` gives a
     #: session-like object with `run_steps()` and `close()`, and whose `judge(outputs, tol)`
     #: gives the Judgement; None runs `feeds`/`carry` on one session (runner.execute_steps)

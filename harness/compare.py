@@ -6,7 +6,12 @@ passed (Polygraphy's "minimum required tolerance"): `need_atol` at the profile's
 `need_rtol` at the profile's atol. A NaN/Inf where the oracle is finite is always a mismatch.
 
 Self-contained on purpose (numpy only; a tolerance is anything with atol, rtol, max_nmse and
-int_atol): repro bundles ship this very file, so `repro.sh` judges exactly as the matrix does.
+int_atol, and optionally atol_rms): repro bundles ship this very file, so `repro.sh` judges
+exactly as the matrix does.
+
+The element rule is |a − b| <= atol_eff + rtol·|b|, atol_eff = atol + atol_rms·RMS(b) over the
+compared elements: a profile whose error scales with the data rather than with each element (int8
+activation quantisation: with the block's largest |A|) sets atol_rms.
 """
 
 from __future__ import annotations
@@ -91,11 +96,23 @@ def tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
         out["need_rtol"] = 0.0
         out["bad"] = int(np.count_nonzero(d > tol.int_atol)) + bad_nonfinite
         return out
+    atol = effective_atol(tol, b)
+    if atol != tol.atol:
+        out["atol"] = atol
     rel_part = tol.rtol * absb
     out["need_atol"] = float(max(0.0, (d - rel_part).max()))
-    out["need_rtol"] = float(max(0.0, ((d - tol.atol) / np.maximum(absb, TINY)).max()))
-    out["bad"] = int(np.count_nonzero(d > tol.atol + rel_part)) + bad_nonfinite
+    out["need_rtol"] = float(max(0.0, ((d - atol) / np.maximum(absb, TINY)).max()))
+    out["bad"] = int(np.count_nonzero(d > atol + rel_part)) + bad_nonfinite
     return out
+
+
+def effective_atol(tol: Tolerance, expected: np.ndarray) -> float:
+    """atol + atol_rms * RMS(expected): the absolute bound, scaled with the data where the profile
+    says so (older tolerance records have no atol_rms: 0)."""
+    scale = float(getattr(tol, "atol_rms", 0.0) or 0.0)
+    if not scale or expected.size == 0:
+        return float(tol.atol)
+    return float(tol.atol) + scale * float(np.sqrt(np.mean(np.square(expected))))
 
 
 @dataclass
@@ -143,7 +160,7 @@ def judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarr
                             "and the backend gives another value")
         if m["bad"] > m["nonfinite_mismatch"]:
             bound = (f"{tol.int_atol:g} quantisation step(s)" if m.get("integer")
-                     else f"atol {tol.atol:g} + rtol {tol.rtol:g}")
+                     else f"atol {m.get('atol', tol.atol):.3g} + rtol {tol.rtol:g}")
             problems.append(f"output {name!r}: {m['bad'] - m['nonfinite_mismatch']}/{m['n']} element(s) outside "
                             f"{bound} (max |Δ| {m['max_abs']:.3g})")
         if m["nmse"] > tol.max_nmse and not m.get("integer"):
@@ -191,10 +208,13 @@ def judge_steps(actual_steps: list[Mapping[str, np.ndarray]], expected_steps: li
 
 def judge_readings(actual_steps: list[Mapping[str, np.ndarray]], expected_steps: list[Mapping[str, np.ndarray]],
                    mask_steps: list[Mapping[str, np.ndarray]], tol: Tolerance,
-                   alternates: Mapping[str, list[Mapping[str, np.ndarray]]] | None = None) -> tuple[str, Judgement]:
+                   alternates: Mapping[str, list[Mapping[str, np.ndarray]]] | None = None,
+                   excluded: Mapping[str, list[Mapping[str, np.ndarray]]] | None = None) -> tuple[str, Judgement]:
     """The verdict of a cell that ran, as the matrix and a repro bundle both give it: "pass",
     "ambiguous" (fails the chosen reading of the operator text but matches another reading it
-    allows: metrics["matches_reading"] names it), or "mismatch"."""
+    allows: metrics["matches_reading"] names it), or "mismatch". A mismatch that matches a
+    reading the text rules out (`excluded`) stays a mismatch; metrics["matches_excluded_reading"]
+    and the message name that reading, so the finding says what the backend does."""
     j = judge_steps(actual_steps, expected_steps, mask_steps, tol)
     if j.passed:
         return "pass", j
@@ -204,6 +224,12 @@ def judge_readings(actual_steps: list[Mapping[str, np.ndarray]], expected_steps:
             j.message = (f"matches another reading the operator text allows ({reading}); against the chosen "
                          f"reading: {j.message}")
             return "ambiguous", j
+    for reading, expected in (excluded or {}).items():
+        if judge_steps(actual_steps, expected, mask_steps, tol).passed:
+            j.metrics["matches_excluded_reading"] = reading
+            j.message = (f"takes a reading the operator text rules out ({reading}); against the chosen "
+                         f"reading: {j.message}")
+            break
     return "mismatch", j
 
 

@@ -5,6 +5,12 @@ Data, not logic: cases name a reading (the key of `Built.alternates`) or a requi
 `unsupported` verdicts, and the report renders this catalogue with the schema sentences quoted,
 so an upstream documentation fix can be filed from it. Quotes are from onnxruntime 1.32.0's
 `get_all_operator_schema()`; docs/gqa.md and docs/quant.md weigh the evidence.
+
+Every chosen reading must be one the text allows, and each entry says which sentence supports it
+(`support`). A reading the text rules out is never acceptable: where a backend could plausibly
+take one, the entry lists it under `excluded` with the sentence that rules it out, cases carry
+its expected outputs (`Built.excluded`), and a backend that matches it stays a `mismatch` whose
+message names it (compare.judge_readings), so the finding says what the backend actually does.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ class Ambiguity:
     chosen: Reading  # what the reference and the oracle implement
     others: tuple[Reading, ...]  # the other readings the text allows
     doc: str
+    support: str = ""  # the sentence of the text that supports the chosen reading
+    #: readings the text rules out (each Reading's evidence quotes the sentence that does):
+    #: matching one is a mismatch that names it, never `ambiguous`
+    excluded: tuple[Reading, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,30 +73,40 @@ G_IDX_IGNORED = "g_idx ignored (the input is deprecated)"
 MASK_FILTER_REPLACES = "a padded key's score is replaced by mask_filter_value (not shifted by it)"
 POS_FIRST_OF_ROW = "first prompt: each row's first position_id, then consecutive"
 POS_FIRST_OF_TENSOR = "first prompt: position_ids[0, 0] for every row, then consecutive"
+POS_EVERY_ELEMENT = "first prompt: row s of entry b rotated at position_ids[b, s] (every element used)"
+WINDOW0_UNUSED = "local_window_size 0 = no window (as -1)"
 GELU_TANH = "Gelu as the tanh approximation 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))"
 SKIP_SUM_IN_T = "input + skip (+ bias) rounded to the input type after each add, before the normalisation"
 
 AMBIGUITIES: tuple[Ambiguity, ...] = (
     Ambiguity(
         "R3", _GQA, "What does a window of W keys count?",
-        (_LWS, "Windowed KV Cache: \"`C` must be at least `W`\" … \"Hence `min(T, W) <= L(T)`: the whole window "
+        (_LWS, "Windowed KV Cache: \"`C` must be at least `W`\" … \"Hence `min(T, W) <= L(T) <= min(T, C)`: the whole window "
                "stays resident\" … \"The CUDA implementation requires `C == W`\""),
         Reading("W keys including the current one: key j is visible from position p iff p - W < j <= p",
                 "a cache of exactly C = W rows (what CUDA requires) must hold the whole window, so the window "
                 "is W keys in all; HF Mistral masks j <= p - W"),
         (Reading(WINDOW_W_PLUS_CURRENT, "flash-attn window_size_left and ONNX Attention-25 left_window_size count "
                  "W keys before the current one; ORT itself did so before PR #25927"),),
-        "docs/gqa.md#R3"),
+        "docs/gqa.md#R3",
+        support="\"Hence `min(T, W) <= L(T) <= min(T, C)`: the whole window stays resident\" with \"The CUDA "
+                "implementation requires `C == W`\": a cache of W rows holds the whole window, so the window is W "
+                "keys in all"),
     Ambiguity(
         "R4", _GQA, "What does local_window_size = 0 mean?",
         (_LWS, "sliding_window_cache: \"Requires local_window_size > 0\""),
-        Reading("no window (as -1)",
-                "only -1 is named 'unused', but 0 keys is not a window any attention can use; the text "
-                "requires W > 0 wherever a window is actually built (sliding_window_cache)"),
-        (Reading(WINDOW0_CURRENT_ONLY, "R3's counting with W = 0 clipped to the query's own key"),
-         Reading(WINDOW0_NO_KEY, "R3's counting taken literally: p - 0 < j <= p is empty, every row fully "
-                 "masked (ORT CPU 1.32.0 then writes 0)")),
-        "docs/gqa.md#R4"),
+        Reading(WINDOW0_CURRENT_ONLY,
+                "0 is not -1, so it is a window: a left window of 0 keys, and the causal diagonal (the query's "
+                "own key) stays visible, as left_window_size = 0 means in flash-attn and ONNX Attention-25; "
+                "the only reading under which every output row is defined by the text"),
+        (Reading(WINDOW0_NO_KEY, "R3's counting taken literally: p - 0 < j <= p is empty, every row fully "
+                 "masked; the text defines no output for such a row (ORT CPU 1.32.0 writes 0, the value "
+                 "this reading's expected outputs carry)"),),
+        "docs/gqa.md#R4",
+        support="\"left_window_size for causal local attention (like Mistral)\" and \"-1 meaning unused\": "
+                "only -1 switches the window off, so 0 is a window of no key to the left of the query",
+        excluded=(Reading(WINDOW0_UNUSED, "ruled out by \"Default value is -1 meaning unused\": the text names -1, "
+                          "not 0, as the value that switches the window off"),)),
     Ambiguity(
         "R14", _GQA, "How are two 4-bit cache values stored in a uint8 byte?",
         ("\"For 4-bit quantization, the data type is uint8 where each byte contains two 4-bit values.\"",
@@ -98,7 +118,9 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
                 "(\"the default value is 0 for int4/uint4, or 2^(bits-1) for uint8\")"),
         (Reading(INT4_SIGNED, "the cache is symmetric (scales, no zero point) and the 8-bit cache is int8, "
                  "so its 4-bit values may be signed too"),),
-        "docs/gqa.md#R14"),
+        "docs/gqa.md#R14",
+        support="\"the data type is uint8 where each byte contains two 4-bit values\": unsigned nibbles, and "
+                "a symmetric (signed) value in them needs the offset the same domain uses for uint8 (8)"),
     Ambiguity(
         "R16", _GQA, "Does attention read the new K/V rows as quantised into the cache, or before?",
         ("\"With a quantized CUDA cache and `P = 0, Q > 1`, attention reads the original floating-point new "
@@ -107,7 +129,10 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
         Reading("the cache as stored (new rows quantised, then dequantised)", "the cache is the state; the "
                 "text names float reads only for one CUDA prefill configuration"),
         (Reading(KVQ_FLOAT_NEW_ROWS, "the CUDA prefill sentence above"),),
-        "docs/gqa.md#R16"),
+        "docs/gqa.md#R16",
+        support="\"can instead select legacy quantized-cache reads\" and \"a larger bound preserves quantized-cache "
+                "reads\": reading the cache as quantised is a behaviour the text describes; it names float reads "
+                "only for a CUDA cache with P = 0 (no CUDA column runs here)"),
     Ambiguity(
         "R17", _GQA, "In float16/bfloat16, at what precision are the rotated (or q/k-normalised) Q and K formed?",
         ("do_rotary: \"Whether to use rotary position embedding.\"",
@@ -122,7 +147,9 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
          Reading(ROTARY_IN_T, "the text names no precision for the rotation; RotaryEmbedding on T inputs may "
                  "compute in T (onnx.reference's RotaryEmbedding-23 does). With logits of magnitude ~50 "
                  "(head 512, scale 1.0) one ulp of K moves the output by ~0.02, above any fp16 bound")),
-        "docs/gqa.md#R17"),
+        "docs/gqa.md#R17",
+        support="present_key: \"present state key with support for format BNSH\" (type T): the rotated K is "
+                "materialised in T, and a decode step reads it from there"),
     Ambiguity(
         "M2", "com.microsoft.MultiHeadAttention", "Is mask_filter_value added to a padded key's score, or does it "
         "replace it?",
@@ -132,24 +159,31 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
                 "mask is added to the scores", "'filled in the attention mask': the value fills the mask, and an "
                 "attention mask (as attention_bias, 'added to QxK'') is added"),
         (Reading(MASK_FILTER_REPLACES, "'filled' read as the masked score itself"),),
-        "docs/mha.md"),
+        "docs/mha.md",
+        support="mask_filter_value: \"The value to be filled in the attention mask\": it fills the mask, and a "
+                "mask is added to the scores"),
     Ambiguity(
         "R6", _GQA, "On a first prompt, which position_ids are used?",
         ("position_ids: \"2D tensor with shape (batch_size, sequence_length). When processing the first prompt the "
          "kernel uses only the first element\"",),
-        Reading("row s of entry b is rotated at position_ids[b, s]",
-                "the input has one id per token; the sentence describes what a kernel may do when the ids are "
-                "contiguous (the form exporters feed), where every reading agrees"),
-        (Reading(POS_FIRST_OF_ROW, "\"the first element\" read per batch entry"),
-         Reading(POS_FIRST_OF_TENSOR, "\"the first element\" read literally: of the whole tensor")),
-        "docs/gqa.md#R6"),
+        Reading(POS_FIRST_OF_TENSOR,
+                "\"the first element\" read as written: the tensor's one first element, position_ids[0, 0]; row s "
+                "of every entry is rotated at position_ids[0, 0] + s (ORT CPU 1.32.0 does this). On later steps "
+                "(a past) every element is used"),
+        (Reading(POS_FIRST_OF_ROW, "\"the first element\" read per batch entry: the tensor is (batch_size, "
+                 "sequence_length), one row of ids per entry"),),
+        "docs/gqa.md#R6",
+        support="position_ids: \"When processing the first prompt the kernel uses only the first element\"",
+        excluded=(Reading(POS_EVERY_ELEMENT, "ruled out by \"the kernel uses only the first element\": on a first "
+                          "prompt a kernel that reads every id uses more than the first element"),)),
     Ambiguity(
         "Q1", "com.microsoft.MatMulNBits", "Is the deprecated g_idx input read?",
         ("g_idx: \"group_idx. This input is deprecated\"",),
         Reading("column k uses the scale and zero point of block g_idx[k]", "a given input is read; "
                 "'deprecated' says exporters should stop emitting it, not that kernels ignore it"),
         (Reading(G_IDX_IGNORED, "'deprecated' read as 'ignored'"),),
-        "docs/quant.md"),
+        "docs/quant.md",
+        support="g_idx: \"group_idx. This input is deprecated\": deprecated, not removed; a given input is read"),
     Ambiguity(
         "A1", "com.microsoft.Gelu", "Exact (erf) GELU or its tanh approximation? (also BiasGelu)",
         ("Gelu: \"Gaussian Error Linear Unit. ... The GELU nonlinearity is the expected transformation of a "
@@ -157,8 +191,13 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
          "BiasGelu: \"It takes the sum of input A and bias input B as the input of Gelu activation.\""),
         Reading("x * Phi(x) = 0.5x(1 + erf(x/sqrt 2))", "the expectation the text describes is exactly x*Phi(x); "
                 "the approximation has its own op (FastGelu), whose text gives the tanh formula"),
-        (Reading(GELU_TANH, "the text gives no formula; the tanh form is the common fast GELU"),),
-        "docs/activations.md#A1"),
+        (),
+        "docs/activations.md#A1",
+        support="\"The GELU nonlinearity is the expected transformation of a stochastic regularizer which randomly "
+                "applies the identity or zero map to a neuron's input\": E[x·m], m ~ Bernoulli(Phi(x)), is x*Phi(x)",
+        excluded=(Reading(GELU_TANH, "ruled out by the same sentence: the tanh formula approximates the "
+                          "expectation (up to 4.7e-4 off, 30x the float32 activation bound), it is not it; the approximation "
+                          "is its own op, FastGelu"),)),
     Ambiguity(
         "A2", "com.microsoft.SkipLayerNormalization", "In float16, is the sum normalised before or after "
         "it is rounded to T?",
@@ -169,7 +208,9 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
                 "ORT CPU 1.32.0 matches this reading"),
         (Reading(SKIP_SUM_IN_T, "the unfused graph rounds each Add's output to T before LayerNormalization, and "
                  "the op materialises that sum in T (input_skip_bias_sum)"),),
-        "docs/activations.md#A2"),
+        "docs/activations.md#A2",
+        support="\"Skip and Layer Normalization Fusion\": a fusion of Add + LayerNormalization, and the text "
+                "names no intermediate type for the sum it normalises"),
 )
 
 QK_NORM_CPU = RequiredRefusal(
@@ -182,9 +223,10 @@ REFUSALS: dict[str, RequiredRefusal] = {r.id: r for r in (QK_NORM_CPU,)}
 
 
 def find_reading(name: str) -> tuple[Ambiguity, Reading] | None:
-    """The ambiguity and reading a case's alternates key names (None for a key not catalogued)."""
+    """The ambiguity and reading a case's alternates (or excluded) key names (None for a key not
+    catalogued)."""
     for a in AMBIGUITIES:
-        for r in (a.chosen, *a.others):
+        for r in (a.chosen, *a.others, *a.excluded):
             if r.name == name:
                 return a, r
     return None
@@ -193,5 +235,12 @@ def find_reading(name: str) -> tuple[Ambiguity, Reading] | None:
 def catalogue() -> list[dict]:
     """The catalogue as plain data (for results, the report and docs)."""
     return [{"id": a.id, "op": a.op, "question": a.question, "quotes": list(a.quotes), "doc": a.doc,
-             "chosen": {"name": a.chosen.name, "evidence": a.chosen.evidence},
-             "others": [{"name": r.name, "evidence": r.evidence} for r in a.others]} for a in AMBIGUITIES]
+             "chosen": {"name": a.chosen.name, "evidence": a.chosen.evidence}, "support": a.support,
+             "others": [{"name": r.name, "evidence": r.evidence} for r in a.others],
+             "excluded": [{"name": r.name, "evidence": r.evidence} for r in a.excluded]} for a in AMBIGUITIES]
+
+
+def is_excluded(name: str) -> bool:
+    """True when `name` is a reading the text rules out (an Ambiguity's `excluded`)."""
+    found = find_reading(name)
+    return bool(found) and found[1] in found[0].excluded

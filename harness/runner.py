@@ -124,11 +124,13 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
         return _record(case, backend, Status.ERROR, None, "onnx-compat could not compare the outputs:\n"
                        + traceback.format_exc(limit=3), seconds, version)
     status = Status(j.status) if j.status else Status.PASS if j.passed else Status.MISMATCH
-    if not j.passed and not j.status and built.alternates:  # one rule with repro bundles: compare.judge_readings
-        verdict, j = judge_readings(outputs, built.expected, built.masks, tol, built.alternates)
+    if not j.passed and not j.status and (built.alternates or built.excluded):  # one rule with repro bundles
+        verdict, j = judge_readings(outputs, built.expected, built.masks, tol, built.alternates, built.excluded)
         status = Status(verdict)
     if built.alternates:  # which readings this cell could match (the report's ambiguity section)
         j.metrics["readings"] = list(built.alternates)
+    if built.excluded:  # and which readings the text rules out it carries (a match stays a mismatch)
+        j.metrics["excluded_readings"] = list(built.excluded)
     message = j.message
     if note:
         message = f"{note}; {message}" if message else note

@@ -1,6 +1,7 @@
 """GQA position_ids beyond P + s (R6): per-entry offsets and gaps. On a first prompt the case
-carries the "first element" readings where they change the answer; on a past it carries none
-(the sentence speaks of the first prompt only)."""
+carries the other "first element" reading (each row's) and the reading the sentence rules out
+(every id) where they change the answer; on a past it carries none (the sentence speaks of the
+first prompt only)."""
 
 import numpy as np
 
@@ -19,6 +20,7 @@ def test_position_forms():
     p = np.array([[0, 2, 4], [1, 3, 5]])
     assert first_element_positions(p, "row").tolist() == [[0, 1, 2], [1, 2, 3]]
     assert first_element_positions(p, "tensor").tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert first_element_positions(p, "every").tolist() == p.tolist()
 
 
 def test_alternates_only_on_a_first_prompt():
@@ -30,8 +32,10 @@ def test_alternates_only_on_a_first_prompt():
         if sc.past:
             assert not names & {readings.POS_FIRST_OF_ROW, readings.POS_FIRST_OF_TENSOR}, sc.case_id()
             continue
-        assert readings.POS_FIRST_OF_TENSOR in names, sc.case_id()
-        for name in names:
+        assert readings.POS_FIRST_OF_ROW in names, sc.case_id()
+        assert readings.POS_FIRST_OF_TENSOR not in names, sc.case_id()  # the chosen reading (R6)
+        carried = {**built.alternates, **built.excluded}
+        for name in carried:
             assert readings.find_reading(name)[0].id == "R6"
-            alt = built.alternates[name][0]
+            alt = carried[name][0]
             assert any(not np.allclose(alt[k], built.expected[0][k], atol=1e-3) for k in alt), (sc.case_id(), name)

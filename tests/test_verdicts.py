@@ -176,7 +176,7 @@ def _rec(backend, status, **metrics):
     return {"case_id": "gqa/prefill-win0-x", "family": "gqa", "features": {"local_window_size": 0}, "marks": ["gqa"],
             "backend": backend, "backend_version": "v", "status": status, "tolerance": {"profile": "fp32-attention"},
             "message": "", "seconds": 0.0, "repro": None,
-            "metrics": {"readings": [readings.WINDOW0_CURRENT_ONLY, readings.WINDOW0_NO_KEY], **metrics}}
+            "metrics": {"readings": [readings.WINDOW0_NO_KEY], **metrics}}
 
 
 def test_report_counts_and_colours_ambiguous_apart_and_lists_each_ambiguity():

@@ -43,18 +43,27 @@ def position_grid(sc: Scenario, past: list[int], s: int) -> np.ndarray:
 
 
 def first_element_positions(pos: np.ndarray, which: str) -> np.ndarray:
-    """R6's other readings of "uses only the first element" on a first prompt: the row's first id
-    (then consecutive), or the tensor's first id for every row."""
+    """R6's readings of "uses only the first element" on a first prompt: the tensor's first id for
+    every row (chosen), or the row's first id (then consecutive); "every" is the reading the
+    sentence rules out (each id as given)."""
+    if which == "every":
+        return pos
     s = pos.shape[1]
     start = pos[:, :1] if which == "row" else np.full((pos.shape[0], 1), pos[0, 0])
     return start + np.arange(s, dtype=np.int64)[None, :]
 
 
+def oracle_window(local_window_size: int) -> int | None:
+    """The oracle's window: how many keys up to and including the query's own are visible. R3:
+    W > 0 counts W keys; R4: 0 (not the "unused" -1) is the current key only; -1: no window."""
+    return None if local_window_size < 0 else 1 if local_window_size == 0 else local_window_size
+
+
 def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | str = "default",
-          nibble_offset: int = 8, pos_reading: str = "") -> Built:
+          nibble_offset: int = 8, pos_reading: str = "tensor") -> Built:
     n, nkv, h = sc.heads
     b = sc.batch
-    window = (sc.window if sc.window > 0 else None) if window_override == "default" else window_override
+    window = oracle_window(sc.window) if window_override == "default" else window_override
     steps = [(list(sc.past) if sc.past else [0] * b, list(sc.qlen), sc.s)]
     if sc.phase == "multistep":
         for _ in range(sc.steps):
@@ -122,7 +131,7 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
             feeds["cos_cache"], feeds["sin_cache"] = cos, sin
         if sc.position_ids:
             feeds["position_ids"] = pos
-        if pos_reading and si == 0 and not sc.past:  # R6: the first prompt read by its first element
+        if si == 0 and not sc.past:  # R6: on the first prompt the kernel uses only the first element
             pos = first_element_positions(pos, pos_reading)
         bias = None
         if sc.bias:
@@ -186,27 +195,33 @@ def make_case(sc: Scenario) -> Case:
         built = build(sc, rng)
         # R3/R4: the other readings of a window, on the same inputs. For W > 0: W preceding
         # keys plus the current one (ONNX Attention-25 left_window_size, ORT before PR
-        # #25927). For W = 0: the current key only, or no key at all (all-masked rows -> 0).
-        readings = []
+        # #25927). For W = 0: no key at all (all-masked rows -> 0); "no window" is ruled out
+        # ("-1 meaning unused"), carried so a backend taking it is named in its mismatch.
+        readings, ruled_out = [], []
         if sc.window > 0:
             readings = [(R.WINDOW_W_PLUS_CURRENT, sc.window + 1)]
         elif sc.window == 0:
-            readings = [(R.WINDOW0_CURRENT_ONLY, 1), (R.WINDOW0_NO_KEY, 0)]
-        for name, override in readings:
+            readings, ruled_out = [(R.WINDOW0_NO_KEY, 0)], [(R.WINDOW0_UNUSED, None)]
+        for name, override in readings + ruled_out:
             rng2 = np.random.default_rng()
             rng2.bit_generator.state = state
-            built.alternates[name] = build(sc, rng2, window_override=override).expected
+            target = built.alternates if (name, override) in readings else built.excluded
+            target[name] = build(sc, rng2, window_override=override).expected
         if sc.kvq and sc.kv_bits == 4:  # R14: the other reading of a 4-bit cache byte
             rng2 = np.random.default_rng()
             rng2.bit_generator.state = state
             built.alternates[R.INT4_SIGNED] = build(sc, rng2, nibble_offset=0).expected
         if sc.pos_form and sc.position_ids and sc.rotary and not sc.past:  # R6: "uses only the first element"
-            for name, which in [(R.POS_FIRST_OF_ROW, "row"), (R.POS_FIRST_OF_TENSOR, "tensor")]:
+            # carried only where it changes the answer: a reading that gives the chosen (or an
+            # allowed) reading's outputs is that reading, as far as any backend can tell
+            seen = [built.expected]
+            for name, which in [(R.POS_FIRST_OF_ROW, "row"), (R.POS_EVERY_ELEMENT, "every")]:
                 rng2 = np.random.default_rng()
                 rng2.bit_generator.state = state
                 alt = build(sc, rng2, pos_reading=which).expected
-                if any(not np.array_equal(a["output"], e["output"]) for a, e in zip(alt, built.expected)):
-                    built.alternates[name] = alt
+                if all(any(not np.array_equal(a["output"], e["output"]) for a, e in zip(alt, prev)) for prev in seen):
+                    (built.excluded if R.is_excluded(name) else built.alternates)[name] = alt
+                    seen.append(alt)
         if np.dtype(sc.dtype) != np.float32 and (sc.rotary or sc.qknorm):  # R17: other precisions
             for name, precision in [(R.ROTATED_Q_UNROUNDED, "q-unrounded"), (R.ROTARY_IN_T, "t-arithmetic")]:
                 if precision == "t-arithmetic" and not sc.rotary:

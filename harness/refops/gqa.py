@@ -20,6 +20,9 @@ Key and value with zero rows while the query has some (R18, what KV-shared layer
 exports feed): no new rows are appended; past_key/past_value already hold all T = seqlens_k + 1
 positions, and the query rows sit at the last Q of them.
 
+R4: local_window_size 0 is the current key only; -1 is "unused". R6: on a first prompt (P = 0 in
+every entry) position_ids[0, 0] + s rotates row s of every entry ("uses only the first element").
+
 float16/bfloat16 (R17): the rotated (or q/k-normalised) Q and K are rounded to that type before
 the Q·K product, as present_key (type T) stores K; everything else is computed in float64.
 """
@@ -92,8 +95,18 @@ def resident(t: int, cap: int, window: int) -> int:
 
 
 def window_reading(local_window_size: int) -> int | None:
-    """R3/R4: a window of W keys including the current one; W <= 0 means no window."""
-    return local_window_size if local_window_size > 0 else None
+    """How many keys up to and including the query's own a window lets it see (None: no window).
+    R3: W > 0 is W keys including the current one. R4: 0 is a window too (only -1 is "unused"):
+    the current key only, i.e. one key. Negative values are the "unused" sentinel."""
+    if local_window_size < 0:
+        return None
+    return max(local_window_size, 1)
+
+
+def first_prompt_positions(position_ids: np.ndarray, b: int, q_valid: int) -> np.ndarray:
+    """R6 on a first prompt: "the kernel uses only the first element" — position_ids[0, 0], then
+    consecutive, for every batch entry."""
+    return int(np.asarray(position_ids).reshape(-1)[0]) + np.arange(q_valid, dtype=np.int64)
 
 
 def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache,
@@ -133,6 +146,10 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
     window = window_reading(int(local_window_size))
     cos = None if cos_cache is None else cos_cache.astype(f64)
     sin = None if sin_cache is None else sin_cache.astype(f64)
+    q_valids = [min(s_len, int(seqlens[b]) + 1) if query_seqlens is None else int(np.asarray(query_seqlens).reshape(-1)[b])
+                for b in range(b_sz)]
+    # R6: a first prompt is a step with nothing cached before it in any entry (P = 0 everywhere)
+    first_prompt = not kv_from_past and all(int(seqlens[b]) + 1 == q_valids[b] for b in range(b_sz))
     for b in range(b_sz):
         t = int(seqlens[b]) + 1
         q_valid = min(s_len, t) if query_seqlens is None else int(np.asarray(query_seqlens).reshape(-1)[b])
@@ -145,7 +162,9 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
             qb = _rms(qb, *q_norm)
             kb = _rms(kb, *k_norm)
         if do_rotary:
-            if position_ids is not None:  # R6
+            if position_ids is not None and first_prompt:  # R6
+                pos = first_prompt_positions(position_ids, b, q_valid)
+            elif position_ids is not None:
                 pos = np.asarray(position_ids)[b, :q_valid].astype(np.int64)
             else:
                 pos = p + np.arange(q_valid)
