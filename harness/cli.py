@@ -287,7 +287,8 @@ def cmd_export(args) -> int:
         raise UsageError(f"unknown case id {args.case_id!r}{hint}")
     case = cases[args.case_id]
     write_bundle(case, case.build(), dest)
-    print(f"wrote {dest}/ (model.onnx, inputs.npz, expected.npz, case.json, repro.sh)")
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(dest).iterdir() if not p.name.startswith("."))
+    print(f"wrote {dest}/ ({', '.join(names)})")
     return EXIT_OK
 
 
