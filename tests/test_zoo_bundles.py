@@ -73,3 +73,10 @@ def test_the_bundle_judges_with_the_harness_logit_metrics(run_cli, tmp_path):
 def test_export_names_the_files_it_wrote(run_cli, tmp_path):
     out = run_cli("export", "zoo/qwen25-optimum-fp32", "--out", tmp_path / "b", check=0).stdout
     assert "feeds.npz" in out and "model.onnx" not in out
+
+
+def test_check_on_a_zoo_bundle_says_how_to_run_it(run_cli, tmp_path):
+    dest = tmp_path / "b"
+    run_cli("export", "zoo/qwen25-optimum-fp32", "--out", dest, check=0)
+    p = run_cli("check", dest, "--backends", "ort-cpu", check=2)
+    assert "zoo cell's bundle" in p.stderr and "repro.sh" in p.stderr and "Traceback" not in p.stderr
