@@ -215,6 +215,11 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
     if results.exists() and not args.resume:
         raise UsageError(f"{results} exists; pass --resume to continue that run, or choose another --out")
     print(f"onnx-compat run: {len(cases)} cases × {len(names)} backends ({', '.join(names)}) -> {out}", file=sys.stderr)
+    from .constraints import drift
+
+    for pkg, (have, want) in sorted(drift().items()):  # recorded in run.json too; said here so it is not silent
+        print(f"onnx-compat run: {pkg} {have} is installed, constraints.txt pins {want}: verdicts may differ from a "
+              "pinned install (pip install -c constraints.txt -e .)", file=sys.stderr)
     summary = execute(cases, names, out, resume=args.resume, shard=shard, jobs=args.jobs, isolate=args.isolate,
                       timeout=args.timeout, grid=args.grid or os.environ.get("ONNX_COMPAT_GRID", "quick"),
                       progress=not args.quiet, in_process=args.in_process)

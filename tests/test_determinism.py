@@ -87,3 +87,13 @@ def test_a_selection_run_twice_gives_identical_verdicts_and_metrics(run_cli, tmp
     assert not differ, differ
     info = json.loads((tmp_path / "run1" / "run.json").read_text())["backends"]["tract"]
     assert info["packages"]["ml_dtypes"] == constraints.installed("ml_dtypes") and "isa" in info
+
+
+def test_run_says_at_start_when_an_installed_version_drifts(run_cli, tmp_path, monkeypatch):
+    fake = tmp_path / "constraints.txt"
+    fake.write_text("numpy==0.0.1\n")
+    p = run_cli("run", "-k", "activation/gelu-2x5x64-fp32", "--backends", "reference", "--zoo", "none", "--quiet",
+                "--no-report", "--out", tmp_path / "o", env={"ONNX_COMPAT_CONSTRAINTS": str(fake)}, check=0)
+    assert "numpy" in p.stderr and "constraints.txt pins 0.0.1" in p.stderr, p.stderr
+    info = json.loads((tmp_path / "o" / "run.json").read_text())["backends"]["reference"]
+    assert info["constraints_drift"]["numpy"]["pinned"] == "0.0.1"
