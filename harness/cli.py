@@ -238,9 +238,22 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
     else:
         write_report(records, out)
     _print_summary(records)
+    _print_hub_errors(records)
     print(f"{summary['cells_run']} cells run ({summary['resumed']} resumed) -> {results}, {out / 'matrix.csv'}"
           + ("" if args.no_report else f", {out / 'report.html'}"), file=sys.stderr)
     return EXIT_OK
+
+
+def _print_hub_errors(records) -> None:
+    """A hub model that could not be fetched (offline, unreachable, unpinned, tampered): one line
+    per model, the reason and the fix, so the console says it and not only results.jsonl."""
+    seen = set()
+    for r in records:
+        cid = r.get("case_id", "")
+        if cid.startswith("zoo/hub/") and r.get("status") == "error" and cid not in seen:
+            seen.add(cid)
+            lines = (r.get("message") or "").strip().splitlines()
+            print(f"{cid}: {lines[-1] if lines else 'error'}", file=sys.stderr)
 
 
 def _print_summary(records) -> None:

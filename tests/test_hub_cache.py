@@ -86,4 +86,6 @@ def test_hub_unreachable_gives_each_hub_cell_one_line_at_once(run_cli, tmp_path,
         assert "hf download" in why and "--revision" in why, r["message"]
         assert ("HF_HUB_OFFLINE is set" if offline else "cannot be reached") in why, r["message"]
     assert "Retrying" not in p.stderr + p.stdout
+    said = [ln for ln in p.stderr.splitlines() if ln.startswith("zoo/hub/")]
+    assert len(said) == 2 and all("hf download" in ln for ln in said), p.stderr
     assert took < 60, f"{took:.0f} s"
