@@ -230,6 +230,9 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     if root.is_file():
         raise BundleError(f"{root}: a bundle is a directory with model.onnx and inputs.npz")
     model_path = root / "model.onnx"
+    if not model_path.exists() and (root / "feeds.npz").exists() and (root / "graphs").is_dir():
+        raise BundleError(f"{root}: a zoo cell's bundle (graphs/, feeds.npz), which `check` does not take; "
+                          f"rerun it with `sh {root / 'repro.sh'} BACKEND`")
     if not model_path.exists():
         raise BundleError(f"{model_path}: missing; a bundle directory needs model.onnx (and inputs.npz)")
     inputs_path = root / "inputs.npz"

@@ -1,6 +1,11 @@
 """run.json beside results.jsonl: which machine, when, and which versions produced each backend's
 cells. Keyed per backend, so a report merging a CPU run with a GPU run (`onnx-compat report
-A.jsonl B.jsonl`) says each column's own date and device."""
+A.jsonl B.jsonl`) says each column's own date and device.
+
+It records what can change a verdict between two runs of one commit: the versions of the
+packages constraints.txt pins (and any drift from it), and the CPU's vector instruction sets,
+since tract picks its kernels by them (on a host without AVX-512 its float16 activations take
+other kernels and six fp16 activation cells change verdict: docs/determinism.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +23,12 @@ from typing import Any
 
 NAME = "run.json"
 PACKAGES = ["onnx-compat", "onnx", "onnxruntime", "onnxruntime-gpu", "tract", "numpy", "ml_dtypes",
-            "onnxruntime-genai", "torch", "transformers"]
+            "onnx_ir", "openvino", "onnxruntime-genai", "torch", "transformers"]
+#: the instruction sets runtimes dispatch kernels on (/proc/cpuinfo flag names)
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+             "avx512_fp16", "amx_bf16", "amx_int8", "neon", "asimd", "fphp", "asimdhp", "sve", "sve2")
+#: environment variables that change which kernels a runtime picks
+KERNEL_ENV = ("TRACT_CPU_ISA", "OMP_NUM_THREADS")
 
 
 def _cpu() -> str:
@@ -29,6 +39,18 @@ def _cpu() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _isa() -> list[str]:
+    """The CPU's vector instruction sets among ISA_FLAGS (Linux; [] elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
 
 
 def _gpu() -> str | None:
@@ -51,9 +73,16 @@ def machine() -> dict[str, Any]:
             versions[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             continue
-    return {"host": socket.gethostname(), "cpu": _cpu(), "cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": sys.version.split()[0], "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "packages": versions}
+    from .constraints import drift
+
+    info = {"host": socket.gethostname(), "cpu": _cpu(), "cpus": os.cpu_count(), "isa": _isa(),
+            "platform": platform.platform(), "python": sys.version.split()[0],
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "packages": versions,
+            "constraints_drift": {k: {"installed": h, "pinned": w} for k, (h, w) in drift().items()}}
+    env = {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}
+    if env:
+        info["kernel_env"] = env
+    return info
 
 
 def describe(backends: dict[str, tuple[str, str | None]]) -> dict[str, Any]:

@@ -257,28 +257,17 @@ class ZooDriver:
         return Driven(self.contract, self.root, self.steps, prepare)
 
     def write_bundle(self, case, built, dest, backend: str):
-        """Several graphs, or a hub model (weights left in the hub cache): a zoo bundle
-        (harness/zoo/bundle.py); a twin of one graph: None, the generic bundle (model +
-        per-step feeds + carry) replays it."""
-        g = self.contract.graphs
-        if not (g.embed or g.prefill or self.oracle_backend):
-            return None
+        """Every zoo cell gets a zoo bundle (harness/zoo/bundle.py): the decode loop of the
+        contract and the zoo verdict (eager, then eager as exported), which the generic bundle's
+        tensor comparison cannot say."""
         from .bundle import write_zoo_bundle
 
         return write_zoo_bundle(case, built, dest, backend)
 
     def judge(self, outputs: Sequence[dict[str, np.ndarray]], tol):
-        from .metrics import judge_logits
+        from .metrics import zoo_verdict
 
-        logits = [o[self.contract.logits] for o in outputs]
-        j = judge_logits(logits, self.expected, tol, self.oracle)
-        if not j.passed and self.as_exported is not None:
-            steps, what = self.as_exported
-            if judge_logits(logits, steps, tol, "eager as exported").passed:
-                j.status = "exporter"
-                j.metrics["matches_export"] = what
-                j.message = (f"runs the export faithfully, and the export differs from eager: {what}; "
-                             f"against eager: {j.message}")
+        j = zoo_verdict([o[self.contract.logits] for o in outputs], self.expected, tol, self.oracle, self.as_exported)
         if self.oracle_backend and self._backend == self.oracle_backend:
             j.metrics["self_oracle"] = True
             j.message = f"this backend is the oracle: it agrees with itself by construction; {j.message}"

@@ -9,8 +9,10 @@ by its first download (printed, never silent); later downloads are verified agai
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import stat
 import sys
 import tempfile
 from functools import partial
@@ -56,6 +58,66 @@ def lock_key(entry: ZooModel, path: str) -> str:
     return f"{entry.repo}@{entry.revision}/{entry.hub_path(path)}"
 
 
+def inside_cache(local: Path, hub: str, entry: ZooModel) -> None:
+    """`local` (snapshots/<rev>/<hub>) must be, once every link is followed, a regular file inside
+    the repo's own cache folder (models--org--name/): a snapshot link that leaves it would have
+    the run hash and trust (zoo.lock) a file the hub never sent. Checked before anything reads it."""
+    snapshot = Path(str(local)[: -len(hub)]) if str(local).endswith(hub) else local.parent
+    repo_dir = Path(os.path.realpath(snapshot.parent.parent))
+    target = Path(os.path.realpath(local))
+    if not target.is_relative_to(repo_dir):
+        raise ZooError(f"{local}: a link that leaves the hub cache (it points to {target}, outside {repo_dir}); "
+                       f"onnx-compat reads only files inside the cache: delete {local} and fetch it again with "
+                       f"`hf download {entry.repo} {hub} --revision {entry.revision}`")
+    if not stat.S_ISREG(os.stat(target).st_mode):
+        raise ZooError(f"{local}: not a regular file ({target}); delete it and fetch it again with "
+                       f"`hf download {entry.repo} {hub} --revision {entry.revision}`")
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+@functools.lru_cache(maxsize=None)
+def hub_unreachable(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the hub cannot be reached (None when it answers at all, even with an HTTP error):
+    asked once per process, so an offline run says so at once instead of every download
+    retrying for minutes."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint.rstrip("/") + "/api/models", method="HEAD"),
+                               timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        return f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason
+    return None
+
+
+def need_network(entry: ZooModel) -> None:
+    """Every listed file already in the cache: nothing to ask the hub. Otherwise, one line at
+    once when the hub cannot serve them: HF_HUB_OFFLINE is set, or the endpoint does not answer;
+    the line names the missing files and the command that fetches them."""
+    import huggingface_hub.constants as hf
+    from huggingface_hub import try_to_load_from_cache
+
+    missing = [entry.hub_path(f.path) for f in entry.files
+               if not isinstance(try_to_load_from_cache(entry.repo, entry.hub_path(f.path), revision=entry.revision), str)]
+    if not missing:
+        return
+    what = f"{missing[0]}" + (f" and {len(missing) - 1} more file(s)" if len(missing) > 1 else "")
+    cmd = f"hf download {entry.repo} {' '.join(missing)} --revision {entry.revision}"
+    if hf.HF_HUB_OFFLINE:
+        raise ZooError(f"{entry.repo}@{entry.revision[:12]}: {what} not in the hub cache and HF_HUB_OFFLINE is set; "
+                       f"fetch online with `{cmd}`")
+    why = hub_unreachable(hf.ENDPOINT)
+    if why:
+        raise ZooError(f"{entry.repo}@{entry.revision[:12]}: the hub ({hf.ENDPOINT}) cannot be reached ({why}) and "
+                       f"{what} not in the hub cache; fetch where it is reachable with `{cmd}`")
+
+
 def fetch(entry: ZooModel, log=sys.stderr) -> Path:
     """Every file of the entry in the local cache, verified; returns the folder the contract's
     paths are relative to (the snapshot, plus the entry's subfolder)."""
@@ -65,6 +127,7 @@ def fetch(entry: ZooModel, log=sys.stderr) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    need_network(entry)
     lock = read_lock()
     root: Path | None = None
     for f in entry.files:
@@ -78,6 +141,7 @@ def fetch(entry: ZooModel, log=sys.stderr) -> Path:
         except Exception as e:  # noqa: BLE001 - network, auth, missing file: one line with the cause
             raise ZooError(f"{entry.repo}@{entry.revision[:12]}: {hub}: {type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        inside_cache(local, hub, entry)
         expected = f.sha256 or lock.get(lock_key(entry, f.path))
         got = sha256_file(local)
         if expected is None:

@@ -5,6 +5,10 @@ metrics every cell has (max |Δ|, NMSE, cosine, judged by the case's tolerance p
 step records top-1 agreement, top-5 overlap and KL(oracle ‖ backend) of the softmax over the
 vocabulary. Those are reported, not judged: a near-tie may legally flip top-1 inside a tight
 bound, and the bound itself is the tolerance profile's (harness/tolerances.py, "*-logits").
+
+This module is also shipped in every zoo repro bundle (as onnx_compat_logits.py, beside
+compare.py as onnx_compat_compare.py), so a bundle's repro judges with this very code: keep its
+imports to numpy and `..compare`.
 """
 
 from __future__ import annotations
@@ -97,3 +101,19 @@ def judge_logits(actual_steps: Sequence[np.ndarray], expected_steps: Sequence[np
     msg = "; ".join(problems)
     return Judgement(passed=not problems, metrics=metrics, problems=problems,
                      message=(f"judged against {oracle}: {msg}" if msg else f"judged against {oracle}"))
+
+
+def zoo_verdict(actual_steps: Sequence[np.ndarray], expected_steps: Sequence[np.ndarray], tol: Tolerance,
+                oracle: str, as_exported: tuple[Sequence[np.ndarray], str] | None = None) -> Judgement:
+    """A zoo cell's judgement: against eager; where that fails and the twin has eager changed the
+    way its exporter changed the model (`as_exported`: logits per step, what changed), a backend
+    that agrees with that is `exporter`: it runs the export faithfully, the export is at fault."""
+    j = judge_logits(actual_steps, expected_steps, tol, oracle)
+    if not j.passed and as_exported is not None:
+        steps, what = as_exported
+        if judge_logits(actual_steps, steps, tol, "eager as exported").passed:
+            j.status = "exporter"
+            j.metrics["matches_export"] = what
+            j.message = (f"runs the export faithfully, and the export differs from eager: {what}; "
+                         f"against eager: {j.message}")
+    return j

@@ -249,6 +249,10 @@ class Manifest(Strict):
         return self
 
 
+#: files that are code: never fetched from a model repo (compared lower-cased)
+CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyw", ".pyd", ".so", ".dll", ".dylib")
+
+
 class HubFile(Strict):
     path: RelPath
     sha256: str | None = Field(default=None, pattern=SHA256)
@@ -257,7 +261,7 @@ class HubFile(Strict):
     @field_validator("path")
     @classmethod
     def _path(cls, v):
-        if v.endswith((".py", ".pyc", ".so", ".dll", ".dylib")):
+        if v.lower().endswith(CODE_SUFFIXES):  # case-insensitive: modeling_x.PY is code too
             raise ValueError(f"{v!r} is code: onnx-compat fetches and runs no code from a model repo")
         return check_rel_path(v)
 
