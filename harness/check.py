@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -131,6 +132,30 @@ def _drop_earlier(results: Path, case_id: str) -> int:
     return dropped
 
 
+def _forks(backend) -> bool:
+    """Run this backend's cell in a forked child: native code in this process (ONNX Runtime), not a
+    backend with a worker or a limit of its own (tract, the JS runtimes), nor numpy-only code."""
+    return (hasattr(os, "fork") and getattr(backend, "native", True) and not getattr(backend, "isolated", False)
+            and not hasattr(backend, "cell_timeout") and not hasattr(backend, "drive"))
+
+
+def _run_isolated(case: Case, backend, built: Built, ref: ModelRef, timeout: float) -> dict:
+    """One cell that a segfault or a hang cannot take `check` down with it (harness/forked.py)."""
+    import time
+
+    from .forked import ForkedOutcome, run_forked
+    from .runner import _record, run_cell
+
+    if not _forks(backend):
+        return run_cell(case, backend, built, ref)
+    version = backend.version()
+    t0 = time.perf_counter()
+    got = run_forked(lambda: run_cell(case, backend, built, ref, version=version), timeout)
+    if isinstance(got, ForkedOutcome):
+        return _record(case, backend, Status(got.status), None, got.message, time.perf_counter() - t0, version)
+    return got
+
+
 def check(path_str: str, names: list[str], out: str | None = None, tolerance: str | None = None,
           timeout: float = 120.0) -> int:
     from .runner import run_cell
@@ -198,7 +223,7 @@ def check(path_str: str, names: list[str], out: str | None = None, tolerance: st
         for n in names:
             b = backends.get(n, timeout=timeout)
             try:
-                rec = run_cell(case, b, built, ref)
+                rec = _run_isolated(case, b, built, ref, timeout)
             finally:
                 b.close()
             records.append(rec)
