@@ -175,9 +175,29 @@ def cmd_list(args) -> int:
     return EXIT_OK
 
 
+def _check_timeout(args) -> None:
+    """--timeout 0 or -5 would time every cell out (or none): a usage error, not a run."""
+    t = getattr(args, "timeout", None)
+    if t is not None and not (t > 0 and t != float("inf")):
+        raise UsageError(f"--timeout {t:g}: use a number of seconds above 0, e.g. --timeout 120")
+
+
+def _out_dir(path: str | os.PathLike | None, option: str = "--out") -> None:
+    """--out naming a file: one line (not `[Errno 17] File exists`)."""
+    from .outdir import NotOurs, check_is_dir
+
+    if path:
+        try:
+            check_is_dir(Path(path), option)
+        except NotOurs as e:
+            raise UsageError(str(e)) from None
+
+
 def cmd_run(args) -> int:
     from .runner import parse_shard
 
+    _check_timeout(args)
+    _out_dir(args.out)
     names = _backends(args.backends)
     if not names:
         raise UsageError("--backends: no backend is available; see `onnx-compat backends`")
@@ -199,9 +219,14 @@ def cmd_run(args) -> int:
         raise UsageError(str(e)) from None
     if not cases:
         raise UsageError("no case matches the selection (-k/-m); see `onnx-compat list`")
+    from .outdir import NotOurs, claim
     from .results import lock_out_dir
 
     out = Path(args.out)
+    try:
+        claim(out)  # never replace a matrix or report the user wrote there (harness/outdir.py); before the lock file
+    except NotOurs as e:
+        raise UsageError(str(e)) from None
     with lock_out_dir(out):  # before looking at results.jsonl: another run may be writing it
         return _run_locked(args, names, shard, cases, out)
 
@@ -248,6 +273,8 @@ def _print_summary(records) -> None:
 def cmd_locate(args) -> int:
     from .locate import find_case, locate_cell, summary_line
 
+    _check_timeout(args)
+    _out_dir(args.out)
     _backends(args.backend)
     try:
         case = find_case(args.case_id, args.grid)
@@ -295,6 +322,7 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .results import ResultsError, merge, read_results
 
+    _out_dir(args.out)
     try:
         records = merge(args.results)
         baseline = read_results(args.baseline) if args.baseline else None
@@ -309,6 +337,8 @@ def cmd_report(args) -> int:
 def cmd_check(args) -> int:
     from .check import check
 
+    _check_timeout(args)
+    _out_dir(args.out)
     names = _backends(args.backends)
     return check(args.path, names, out=args.out, tolerance=args.tolerance, timeout=args.timeout)
 
