@@ -283,6 +283,8 @@ def cmd_locate(args) -> int:
     res = locate_cell(case, args.backend, Path(args.out), args.timeout,
                       log=(lambda s: None) if args.json else (lambda s: print(s, file=sys.stderr)))
     print(json.dumps(res, indent=1, default=str) if args.json else summary_line(res))
+    if res.get("repro") and not args.json:  # --out defaults to ./out/located: say where it went
+        print(f"locate: repro bundle written to {res['repro']} (--out {args.out})", file=sys.stderr)
     return EXIT_OK if not res.get("found") or res.get("repro_ok") else EXIT_FINDINGS
 
 
@@ -388,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"onnx-compat {args.cmd}: error: {e}", file=sys.stderr)
         return EXIT_RUN
     except OSError as e:
-        print(f"onnx-compat {args.cmd}: error: {_os_error(e)}", file=sys.stderr)
+        print(f"onnx-compat {args.cmd}: error: {_os_error(e, args.cmd)}", file=sys.stderr)
         return EXIT_RUN
     except MemoryError:
         print(f"onnx-compat {args.cmd}: error: out of memory; run fewer --jobs or a smaller selection (-k/-m), "
@@ -406,12 +408,13 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _os_error(e: OSError) -> str:
-    """One line: what could not be read or written, why, and what to do."""
+def _os_error(e: OSError, cmd: str = "run") -> str:
+    """One line: what could not be read or written, why, and what to do (only `run` resumes)."""
     what = f"{e.filename}: " if e.filename else ""
     why = e.strerror or str(e)
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free some space (or choose another --out), then continue with --resume"
+        fix = ("free some space (or choose another --out), then continue with --resume" if cmd == "run"
+               else f"free some space (or choose another --out), then run `onnx-compat {cmd}` again")
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "choose a directory you can write for --out"
     else:
