@@ -40,8 +40,27 @@ def pytest_configure(config):
     for name, doc in all_marks().items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     _check_backend_option(config)
+    if not hasattr(config, "workerinput"):
+        _check_compat_out(config)
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         _check_mark_option(config, carried=None)  # xdist: workers collect; the controller judges alone
+
+
+def _check_compat_out(config) -> None:
+    """--compat-out a directory that cannot be written: one usage error at the start, not an
+    OSError in every test."""
+    import tempfile
+
+    out = config.getoption("--compat-out")
+    if not out:
+        return
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe-"):
+            pass
+    except OSError as e:
+        raise pytest.UsageError(f"--compat-out {out}: cannot write there ({e.strerror}); choose a directory you "
+                                "can write") from None
 
 
 def _check_backend_option(config) -> None:
@@ -153,10 +172,11 @@ class CaseItem(pytest.Item):
         self.backend_name = backend_name
 
     def _backend(self):
-        from harness import backends
-
         if self.backend_name not in _BACKENDS:
-            b = backends.get(self.backend_name, timeout=self.config.getoption("--cell-timeout"))
+            from harness.backends.worker import get_isolated
+
+            # native runtimes in a worker process, as under `run`: a segfault fails its test, not the session
+            b = get_isolated(self.backend_name, self.config.getoption("--cell-timeout"), only_native=True)
             _BACKENDS[self.backend_name] = (b, b.available(), b.version())
         return _BACKENDS[self.backend_name]
 

@@ -172,9 +172,13 @@ class Bundle:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Sizes checked before anything is decompressed, no pickles (harness/safeload.py)."""
+    from .safeload import UnsafeInput, load_npz
+
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        return load_npz(path)
+    except UnsafeInput as e:
+        raise BundleError(str(e)) from None
     except Exception as e:  # noqa: BLE001
         raise BundleError(f"{path}: not a readable .npz ({e}); write it with numpy.savez(path, name=array, …)") from None
 
@@ -226,9 +230,16 @@ def _check_meta(meta: Any, where: Path) -> dict[str, Any]:
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:
+    from .safeload import UnsafeInput, require_regular
+
     root = Path(path)
     if root.is_file():
         raise BundleError(f"{root}: a bundle is a directory with model.onnx and inputs.npz")
+    try:  # a FIFO or a device blocks open() for ever: refused before anything is opened
+        for name in ("model.onnx", "inputs.npz", "expected.npz", "case.json"):
+            require_regular(root / name, f"a bundle's {name}")
+    except UnsafeInput as e:
+        raise BundleError(str(e)) from None
     model_path = root / "model.onnx"
     if not model_path.exists() and (root / "feeds.npz").exists() and (root / "graphs").is_dir():
         raise BundleError(f"{root}: a zoo cell's bundle (graphs/, feeds.npz), which `check` does not take; "
@@ -358,7 +369,7 @@ onnx_compat_compare.py (a copy of the harness's harness/compare.py), so it says 
 
 usage: python3 repro.py BACKEND     BACKEND: ort-cpu | ort-cpu-noopt | ort-cuda | tract
 Prints the verdict and each output's metrics; exits 0 on pass (or on another reading the operator
-text allows: ambiguous), 1 on a mismatch.
+text allows: ambiguous), 1 on a mismatch, 2 when it cannot run here (a runtime not installed).
 """
 import json
 import os
@@ -376,6 +387,17 @@ backend = sys.argv[1] if len(sys.argv) > 1 else "ort-cpu"
 MAX_STEPS = 10000
 
 
+def need(module, package):
+    """The runtime's module, or one line saying what to install (exit 2: not a verdict)."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        print(f"repro.py: {backend} needs the Python package {package}, which is not installed here: "
+              f"pip install {package} (or run another backend: ort-cpu, ort-cpu-noopt, ort-cuda, tract)", file=sys.stderr)
+        sys.exit(2)
+
+
 def load(name):
     dtypes = meta.get("npz_dtypes", {}).get(name.replace(".npz", "") if name in ("inputs.npz", "expected.npz") else name, {})
     steps = {}
@@ -383,8 +405,7 @@ def load(name):
         for k in z.files:
             v = z[k]
             if k in dtypes:
-                import ml_dtypes
-                v = v.view(getattr(ml_dtypes, dtypes[k]))
+                v = v.view(getattr(need("ml_dtypes", "ml_dtypes"), dtypes[k]))
             key, _, i = k.rpartition("@")
             if not (key and i.isdigit()):
                 key, i = k, "0"
@@ -402,7 +423,7 @@ readings = {r["name"]: load(r["file"]) for r in meta.get("readings", [])}
 model = os.path.join(here, "model.onnx")
 
 if backend.startswith("ort"):
-    import onnxruntime as ort
+    ort = need("onnxruntime", "onnxruntime-gpu" if backend == "ort-cuda" else "onnxruntime")
     so = ort.SessionOptions()
     if backend == "ort-cpu-noopt":
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -414,7 +435,7 @@ if backend.startswith("ort"):
     def run(f):
         return dict(zip(out_names, sess.run(out_names, f)))
 elif backend == "tract":
-    import tract
+    tract = need("tract", "tract")
     print("tract", tract.version())
     plans = {}
     m0 = tract.onnx().load(model)

@@ -45,6 +45,13 @@ def _random_feeds(model: onnx.ModelProto, path: Path) -> dict[str, np.ndarray]:
     for vi in model.graph.input:
         if vi.name in init:
             continue
+        kind = vi.type.WhichOneof("value")
+        if kind != "tensor_type" or not vi.type.tensor_type.elem_type:
+            what = {"sequence_type": "a sequence", "map_type": "a map", "optional_type": "an optional",
+                    "sparse_tensor_type": "a sparse tensor", "tensor_type": "a tensor of no element type",
+                    None: "of no declared type"}.get(kind, kind)
+            raise BundleError(f"{path}: input {vi.name!r} is {what}, not a tensor; random feeds are made for tensor "
+                              "inputs only: pass a model whose inputs are tensors")
         tt = vi.type.tensor_type
         shape = []
         for d in tt.shape.dim:
@@ -74,6 +81,7 @@ def _random_feeds(model: onnx.ModelProto, path: Path) -> dict[str, np.ndarray]:
 def _load(path: Path) -> Bundle:
     if path.is_dir():
         return load_bundle(path)
+    _regular(path, "an .onnx file or a bundle directory")
     if path.suffix != ".onnx" or not path.exists():
         raise BundleError(f"{path}: not a bundle directory or an .onnx file; pass a directory with model.onnx "
                           "and inputs.npz, or a model file")
@@ -84,6 +92,34 @@ def _load(path: Path) -> Bundle:
     except Exception as e:  # noqa: BLE001
         raise BundleError(f"{path}: not an ONNX model ({type(e).__name__}); pass a .onnx file or a bundle directory") from None
     return Bundle(path.parent, path, [_random_feeds(model, path)], None, [{}])
+
+
+def _regular(path: Path, what: str) -> None:
+    from .safeload import UnsafeInput, require_regular
+
+    try:
+        require_regular(path, what)
+    except UnsafeInput as e:
+        raise BundleError(str(e)) from None
+
+
+def _load_model(path: Path) -> onnx.ModelProto:
+    """The model with its external data, each external file checked to be a regular file first
+    (onnx.load would block on a FIFO named as a tensor's location)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        for t in onnx.external_data_helper._get_all_tensors(model):
+            if onnx.external_data_helper.uses_external_data(t):
+                loc = next((e.value for e in t.external_data if e.key == "location"), "")
+                _regular(path.parent / loc, f"the external data file of tensor {t.name!r}")
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except BundleError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise BundleError(f"{path}: not an ONNX model ({type(e).__name__}: {e}); re-export it") from None
+    return model
 
 
 def _default_profile(expected: list[dict[str, np.ndarray]]) -> str:
@@ -169,18 +205,15 @@ def check(path_str: str, names: list[str], out: str | None = None, tolerance: st
     needs_proto = bundle.expected is None or "reference" in names
     model = None
     if needs_proto:
-        import onnx
-
-        try:
-            model = onnx.load(str(bundle.model_path))
-        except Exception as e:  # noqa: BLE001
-            raise BundleError(f"{bundle.model_path}: not an ONNX model ({type(e).__name__}: {e}); re-export it") from None
+        model = _load_model(bundle.model_path)
         io = graph_io(model)
     else:
         try:
             io = read_graph_io(bundle.model_path)
         except (ModelFormatError, ValueError) as e:
             raise BundleError(f"{bundle.model_path}: not an ONNX model ({type(e).__name__}: {e}); re-export it") from None
+        for loc in io.external_locations:  # the runtime would block on a FIFO named as a tensor's location
+            _regular(bundle.model_path.parent / loc, "an external data file of the model")
     check_against_model(io, bundle)
     ref = ModelRef(model, bundle.model_path)
     expected = bundle.expected
@@ -201,7 +234,9 @@ def check(path_str: str, names: list[str], out: str | None = None, tolerance: st
     try:
         tolerances.get(profile)
     except KeyError as e:
-        raise BundleError(f"--tolerance: {e.args[0]}") from None
+        where = "--tolerance" if tolerance else f"{bundle.root / 'case.json'}: tolerance.profile"
+        fix = "" if tolerance else "; fix case.json, or pass --tolerance PROFILE"
+        raise BundleError(f"{where}: {e.args[0]}{fix}") from None
     built = Built(model, bundle.feeds, expected, bundle.masks, bundle.carry, oracle=oracle,
                   alternates=bundle.alternates if bundle.expected is not None else {})
     meta = bundle.meta
@@ -222,7 +257,7 @@ def check(path_str: str, names: list[str], out: str | None = None, tolerance: st
     try:
         for n in names:
             b = backends.get(n, timeout=timeout)
-            try:
+            try:  # a hang ends at --timeout, a segfault costs its cell, as under `run`
                 rec = _run_isolated(case, b, built, ref, timeout)
             finally:
                 b.close()

@@ -177,9 +177,29 @@ def cmd_list(args) -> int:
     return EXIT_OK
 
 
+def _check_timeout(args) -> None:
+    """--timeout 0 or -5 would time every cell out (or none): a usage error, not a run."""
+    t = getattr(args, "timeout", None)
+    if t is not None and not (t > 0 and t != float("inf")):
+        raise UsageError(f"--timeout {t:g}: use a number of seconds above 0, e.g. --timeout 120")
+
+
+def _out_dir(path: str | os.PathLike | None, option: str = "--out") -> None:
+    """--out naming a file: one line (not `[Errno 17] File exists`)."""
+    from .outdir import NotOurs, check_is_dir
+
+    if path:
+        try:
+            check_is_dir(Path(path), option)
+        except NotOurs as e:
+            raise UsageError(str(e)) from None
+
+
 def cmd_run(args) -> int:
     from .runner import parse_shard
 
+    _check_timeout(args)
+    _out_dir(args.out)
     names = _backends(args.backends)
     if not names:
         raise UsageError("--backends: no backend is available; see `onnx-compat backends`")
@@ -201,9 +221,14 @@ def cmd_run(args) -> int:
         raise UsageError(str(e)) from None
     if not cases:
         raise UsageError("no case matches the selection (-k/-m); see `onnx-compat list`")
+    from .outdir import NotOurs, claim
     from .results import lock_out_dir
 
     out = Path(args.out)
+    try:
+        claim(out)  # never replace a matrix or report the user wrote there (harness/outdir.py); before the lock file
+    except NotOurs as e:
+        raise UsageError(str(e)) from None
     with lock_out_dir(out):  # before looking at results.jsonl: another run may be writing it
         return _run_locked(args, names, shard, cases, out)
 
@@ -268,6 +293,8 @@ def _print_summary(records) -> None:
 def cmd_locate(args) -> int:
     from .locate import find_case, locate_cell, summary_line
 
+    _check_timeout(args)
+    _out_dir(args.out)
     _backends(args.backend)
     try:
         case = find_case(args.case_id, args.grid)
@@ -276,6 +303,8 @@ def cmd_locate(args) -> int:
     res = locate_cell(case, args.backend, Path(args.out), args.timeout,
                       log=(lambda s: None) if args.json else (lambda s: print(s, file=sys.stderr)))
     print(json.dumps(res, indent=1, default=str) if args.json else summary_line(res))
+    if res.get("repro") and not args.json:  # --out defaults to ./out/located: say where it went
+        print(f"locate: repro bundle written to {res['repro']} (--out {args.out})", file=sys.stderr)
     return EXIT_OK if not res.get("found") or res.get("repro_ok") else EXIT_FINDINGS
 
 
@@ -316,6 +345,7 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .results import ResultsError, merge, read_results
 
+    _out_dir(args.out)
     try:
         records = merge(args.results)
         baseline = read_results(args.baseline) if args.baseline else None
@@ -330,6 +360,8 @@ def cmd_report(args) -> int:
 def cmd_check(args) -> int:
     from .check import check
 
+    _check_timeout(args)
+    _out_dir(args.out)
     names = _backends(args.backends)
     return check(args.path, names, out=args.out, tolerance=args.tolerance, timeout=args.timeout)
 
@@ -383,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return EXIT_OK
     except OSError as e:
-        print(f"onnx-compat {args.cmd}: error: {_os_error(e)}", file=sys.stderr)
+        print(f"onnx-compat {args.cmd}: error: {_os_error(e, args.cmd)}", file=sys.stderr)
         return EXIT_RUN
     except MemoryError:
         print(f"onnx-compat {args.cmd}: error: out of memory; run fewer --jobs or a smaller selection (-k/-m), "
@@ -414,12 +446,13 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _os_error(e: OSError) -> str:
-    """One line: what could not be read or written, why, and what to do."""
+def _os_error(e: OSError, cmd: str = "run") -> str:
+    """One line: what could not be read or written, why, and what to do (only `run` resumes)."""
     what = f"{e.filename}: " if e.filename else ""
     why = e.strerror or str(e)
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free some space (or choose another --out), then continue with --resume"
+        fix = ("free some space (or choose another --out), then continue with --resume" if cmd == "run"
+               else f"free some space (or choose another --out), then run `onnx-compat {cmd}` again")
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "choose a directory you can write for --out"
     else:

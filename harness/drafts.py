@@ -62,6 +62,8 @@ def is_finding(rec: dict[str, Any]) -> bool:
         return False
     if st == "unsupported" and (rec.get("metrics") or {}).get("required_refusal"):
         return False
+    if (rec.get("metrics") or {}).get("killed_from_outside"):  # a user's kill or the OOM killer, not the backend
+        return False
     return not (st == "error" and str(rec.get("message") or "").startswith(_HARNESS_FAILURE))
 
 

@@ -7,6 +7,12 @@ points faulthandler at `OUT/.inflight/<pid>.fatal`. A process that died of a fat
 was killed from outside (kill -9, Ctrl-C, a pool shutting down its siblings) leaves a marker
 but no fatal dump: its cell is not judged, it simply runs again — a user's kill is never
 recorded as a backend's crash.
+
+With --in-process nothing outside the process can stop a cell that hangs, so the process stops
+itself (`watchdog`): past the cell's limit it writes TIMEOUT_HEAD and its threads' stacks to the
+fatal dump, says so on stderr and exits; `--resume` records that cell as `timeout`. A hang that
+holds the GIL is caught a few seconds later by faulthandler's own watchdog thread (C, no GIL),
+whose dump starts with "Timeout (" too.
 """
 
 from __future__ import annotations
@@ -14,11 +20,18 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 DIRNAME = ".inflight"
+TIMEOUT_HEAD = "Timeout"
+#: seconds after the Python watchdog that faulthandler's C watchdog ends a process whose hang holds the GIL
+GIL_GRACE_S = 5.0
+#: exit status of a --in-process run that a hung cell ended (the CLI's "run could not proceed")
+EXIT_HUNG = 3
 
 
 @dataclass
@@ -27,13 +40,21 @@ class Died:
     backend: str | None  # None: the process died while building the case, before any backend
     pid: int
     fatal: str  # faulthandler's dump ("" when the process was killed from outside)
+    limit: float | None = None  # the cell's limit (s), as its marker gave it
+
+    @property
+    def hung(self) -> bool:
+        """The process ended itself because this cell ran past its limit (the --in-process watchdog)."""
+        return self.fatal.startswith(TIMEOUT_HEAD)
 
 
 class InFlight:
     """This process's marker. Writes are a rename of a small file, no fsync: they only need to
     survive the process, not the machine."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, watchdog: bool = False):
+        self.watchdog = watchdog
+        self._timer: threading.Timer | None = None
         self.dir = Path(root) / DIRNAME
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pid = os.getpid()
@@ -48,14 +69,42 @@ class InFlight:
         tmp.write_text(json.dumps({"case_id": case_id, "backend": backend, "pid": self.pid,
                                    "started": time.time(), "limit": limit}))
         os.replace(tmp, self.marker)
+        self._disarm()
+        if self.watchdog and limit:
+            self._timer = threading.Timer(limit, self._hung, args=(case_id, backend, limit))
+            self._timer.daemon = True
+            self._timer.start()
+            faulthandler.dump_traceback_later(limit + GIL_GRACE_S, exit=True, file=self._fatal)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            faulthandler.cancel_dump_traceback_later()
+
+    def _hung(self, case_id: str, backend: str | None, limit: float) -> None:  # the watchdog thread
+        self._fatal.write(f"{TIMEOUT_HEAD}: no answer within {limit:g} s\n")
+        self._fatal.flush()
+        faulthandler.dump_traceback(self._fatal, all_threads=True)
+        self._fatal.flush()
+        print(f"onnx-compat run: error: {case_id} on {backend} gave no answer within {limit:g} s; with --in-process "
+              "a hung cell ends the run (nothing outside the process can stop it): continue with --resume, which "
+              "records that cell as timeout", file=sys.stderr, flush=True)
+        import shutil
+        import tempfile
+
+        if tempfile.tempdir and Path(tempfile.tempdir).name.startswith("onnx-compat-run-"):
+            shutil.rmtree(tempfile.tempdir, ignore_errors=True)  # the run's temp files: its finally never runs
+        os._exit(EXIT_HUNG)
 
     def end(self) -> None:
+        self._disarm()
         self.marker.unlink(missing_ok=True)
 
     def close(self) -> None:
+        self.end()
         faulthandler.disable()
         self._fatal.close()
-        self.end()
         if self._fatal_path.exists() and self._fatal_path.stat().st_size == 0:
             self._fatal_path.unlink()
         try:
@@ -78,7 +127,8 @@ def collect(root: str | os.PathLike, exclude_pid: int | None = None) -> list[Die
         try:
             m = json.loads(marker.read_text())
             fatal = fatal_path.read_text(errors="replace").strip() if fatal_path.exists() else ""
-            out.append(Died(str(m["case_id"]), m.get("backend"), pid, fatal))
+            limit = float(m["limit"]) if m.get("limit") else None
+            out.append(Died(str(m["case_id"]), m.get("backend"), pid, fatal, limit))
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a marker cut short: its cell simply runs again
         marker.unlink(missing_ok=True)

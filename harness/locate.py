@@ -330,7 +330,7 @@ class _Judge:
         try:
             got = _run(self.backend, m, feeds)
         except Exception as e:  # noqa: BLE001
-            return False, {"standalone": f"the backend refused it alone: {str(e)[:300]}"}, (m, feeds, expected)
+            return False, {"standalone": f"the backend refused it alone: {_brief(e, 300)}"}, (m, feeds, expected)
         metrics, failed = {}, False
         for o, e in expected.items():
             ok, mm = agree(got.get(o, np.array([])), e, op_profile(node.op_type, np.asarray(e).dtype, _attrs(node)))
@@ -390,13 +390,13 @@ def _walk(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> tup
     try:
         got = _run(backend, exposed, call.feeds)
     except Exception as e:  # noqa: BLE001 - refuses the modified graph: float tensors only, else bisect
-        log(f"{call.graph} step {call.step}: the backend refused the exposed graph ({str(e)[:120]}); "
+        log(f"{call.graph} step {call.step}: the backend refused the exposed graph ({_brief(e)}); "
             "exposing float tensors only")
         try:
             got = _run(backend, expose_all(model, floats_only=True), call.feeds)
             method = "intermediates (float tensors only)"
         except Exception as e2:  # noqa: BLE001
-            log(f"refused again ({str(e2)[:120]}); bisecting")
+            log(f"refused again ({_brief(e2)}); bisecting")
             return None, False
     produced = {o: n for n in model.graph.node for o in n.output if o}
     profiles = node_profiles(model, ref_vals)
@@ -467,7 +467,7 @@ def _bisect(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> d
             try:
                 got = _run(backend, cut, call.feeds)
             except Exception as e:  # noqa: BLE001 - a cut the backend refuses (a constant output, say)
-                cache[k] = (False, {"refused": str(e)[:500]})  # says nothing of the numbers: not a divergence
+                cache[k] = (False, {"refused": _brief(e, 500)})  # says nothing of the numbers: not a divergence
                 return False
             metrics, bad = {}, False
             for o, e in exp.items():
@@ -551,6 +551,13 @@ def find_case(case_id: str, grid: str | None = None) -> Case:
     return cases[case_id]
 
 
+def _brief(e: BaseException, limit: int = 160) -> str:
+    """A backend's error in a line: its first line (a Rust error's backtrace and "Caused by" chain
+    follow it; a terminal or a cell's message has no use for them)."""
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return first if len(first) <= limit else first[:limit] + "…"
+
+
 def summary_line(res: dict[str, Any]) -> str:
     """One line for a terminal or a cell's message."""
     if not res.get("found"):
@@ -592,7 +599,7 @@ def locate_records(records: list[dict[str, Any]], out: Path, timeout: float, log
         try:
             res = locate_cell(case, rec["backend"], out / "located", timeout)
         except Exception as e:  # noqa: BLE001 - locating is best effort; the cell's verdict stands
-            res = {"found": False, "why": f"locate failed: {type(e).__name__}: {str(e)[:300]}"}
+            res = {"found": False, "why": f"locate failed: {type(e).__name__}: {_brief(e, 300)}"}
         keep = {k: res.get(k) for k in ("found", "why", "method", "graph", "step", "node", "profile", "repro",
                                          "repro_ok", "extracted") if k in res}
         rec["metrics"]["located"] = clean_for_json(keep)

@@ -72,6 +72,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a report reader expects
         os.replace(tmp, path)
+    except OSError as e:  # a full disk says nothing of which file: name the one being written
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -148,16 +153,27 @@ def _validate(rec: Any, where: str) -> None:
 SYNC_INTERVAL_S = 1.0
 
 
+def _killed_from_outside(rec: dict[str, Any]) -> bool:
+    """A cell whose worker a user or the out-of-memory killer killed (runner.KILLED): no verdict."""
+    return rec.get("status") == "error" and bool((rec.get("metrics") or {}).get("killed_from_outside"))
+
+
 class ResultsWriter:
     def __init__(self, path: str | os.PathLike, resume: bool):
         self.path = Path(path)
         self._synced = float("-inf")
         self.done: set[tuple[str, str]] = set()
+        self.retried = 0  # cells dropped on resume to run again: their worker was killed from outside
         if self.path.exists():
             if not resume:
                 raise FileExistsError(f"{self.path} exists; pass --resume to continue that run, or choose another --out")
             _repair_tail(self.path)
-            self.done = {(r["case_id"], r["backend"]) for r in read_results(self.path)}
+            records = read_results(self.path)
+            kept = [r for r in records if not _killed_from_outside(r)]
+            if len(kept) < len(records):  # not verdicts: they run again (runner.KILLED)
+                self.retried = len(records) - len(kept)
+                atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+            self.done = {(r["case_id"], r["backend"]) for r in kept}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "a", encoding="utf-8")
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backends as backend_registry
 from . import readings, tolerances
-from .backends.base import Backend, Crashed, ModelRef, TimedOut, Unsupported
+from .backends.base import Backend, Crashed, KilledFromOutside, ModelRef, TimedOut, Unsupported, external_signal
 from .bundle import write_bundle
 from .case import Built, Case
 from .compare import clean_for_json, judge_readings, judge_steps
@@ -68,9 +68,35 @@ def execute_steps(session, built: Built) -> list[dict[str, np.ndarray]]:
     return outputs
 
 
+#: metrics key of a cell whose process was killed from outside (not the backend's fault): the
+#: signal's name. Such a cell is `error`, never `crash`, and `--resume` runs it again.
+KILLED = "killed_from_outside"
+
+
+def killed_record(case: Case, backend: Backend, signal_name: str, message: str, seconds: float,
+                  version: str) -> dict[str, Any]:
+    return _record(case, backend, Status.ERROR, {KILLED: signal_name},
+                   f"worker killed from outside ({signal_name}), retried once: {message}; not the backend's fault "
+                   "(a user's kill or the out-of-memory killer); `--resume` runs this cell again", seconds, version)
+
+
 def run_cell(case: Case, backend: Backend, built: Built | None = None, model: ModelRef | None = None,
              availability: tuple[bool, str] | None = None, version: str | None = None) -> dict[str, Any]:
+    """One cell, judged. A worker killed from outside while running it (KilledFromOutside: a
+    signal the case did not raise) is not a verdict: the cell runs once more, and if that is
+    killed too it is `error` naming the signal (metrics.killed_from_outside), never `crash`."""
     version = version if version is not None else backend.version()
+    for attempt in (1, 2):
+        try:
+            return _run_cell_once(case, backend, built, model, availability, version)
+        except KilledFromOutside as e:
+            if attempt == 2:
+                return killed_record(case, backend, e.signal_name, str(e), 0.0, version)
+    raise AssertionError("unreachable")
+
+
+def _run_cell_once(case: Case, backend: Backend, built: Built | None, model: ModelRef | None,
+                   availability: tuple[bool, str] | None, version: str) -> dict[str, Any]:
     ok, why = availability if availability is not None else backend.available()
     t0 = time.perf_counter()
     # a whole-model runtime (ort-genai): op cases are not its to run, isolated in a worker or not
@@ -92,6 +118,8 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
             session = backend.drive(built.driver)
         else:
             session = built.driver.prepare(backend.prepare) if built.driver else backend.prepare(model)
+    except KilledFromOutside:
+        raise
     except Crashed as e:
         return _record(case, backend, Status.CRASH, None, str(e), time.perf_counter() - t0, version)
     except TimedOut as e:
@@ -104,6 +132,8 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
         latency = _latency_ms(session, built)
     except Unsupported as e:
         return _refused(case, backend, Status.UNSUPPORTED, str(e), time.perf_counter() - t0, version)
+    except KilledFromOutside:
+        raise
     except Crashed as e:
         return _record(case, backend, Status.CRASH, None, str(e), time.perf_counter() - t0, version)
     except TimedOut as e:
@@ -187,7 +217,7 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
 _WORKER_BACKENDS: dict[str, Backend] = {}
 _WORKER_INFO: dict[str, tuple[tuple[bool, str], str]] = {}
 _INFLIGHT: inflight.InFlight | None = None
-_TIMEOUT: float | None = None  # a pool worker's --timeout: the supervisor enforces it per cell
+_TIMEOUT: float | None = None  # --timeout: the supervisor (pool) or the watchdog (--in-process) enforces it per cell
 
 
 def _init_worker(names: Sequence[str], isolate: bool, timeout: float, out_dir: str | None = None,
@@ -197,7 +227,7 @@ def _init_worker(names: Sequence[str], isolate: bool, timeout: float, out_dir: s
     import warnings
 
     global _INFLIGHT, _TIMEOUT
-    _TIMEOUT = timeout if pool else None
+    _TIMEOUT = timeout
     if pool:
         from multiprocessing.util import Finalize
 
@@ -215,7 +245,7 @@ def _init_worker(names: Sequence[str], isolate: bool, timeout: float, out_dir: s
         b = backend_registry.get(n, isolated=True if isolate else None, timeout=timeout)
         _WORKER_BACKENDS[n] = b
         _WORKER_INFO[n] = (b.available(), b.version())
-    _INFLIGHT = inflight.InFlight(out_dir) if out_dir else None
+    _INFLIGHT = inflight.InFlight(out_dir, watchdog=not pool) if out_dir else None
 
 
 def _close_worker() -> None:
@@ -259,13 +289,35 @@ def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[
     return records
 
 
+def backend_calls(built: Built) -> int:
+    """How many calls a cell makes of its backend, each allowed --timeout: one load and one run
+    per step; a zoo decode loop loads each of its graphs and runs each step (and each step's
+    embedding, where the model has an embedding graph); `--perf N` runs every step N more times."""
+    driver = getattr(built, "driver", None)
+    if driver is None:
+        loads, runs = 1, len(built.feeds)
+    else:
+        contract = getattr(driver, "contract", None)
+        steps = len(getattr(driver, "steps", None) or ()) or 1
+        loads = len(contract.graphs.all()) if contract is not None else 1
+        runs = steps * (2 if contract is not None and contract.graphs.embed else 1)
+    return loads + runs * (1 + perf_repeats())
+
+
 def _cell_limit(built: Built | None) -> float | None:
-    """What a cell may take before the supervisor kills its worker: --timeout for loading and
-    for each step, as the isolated backends' workers count it. None: no limit known (a zoo
-    decode loop drives its own steps; a case that did not build)."""
-    if _TIMEOUT is None or built is None or getattr(built, "driver", None) is not None:
+    """What a cell may take before the supervisor kills its worker (or, with --in-process, the
+    watchdog ends the run): --timeout for every call of the backend, as the isolated backends'
+    workers count them. None: a case that did not build (it runs no backend)."""
+    if _TIMEOUT is None or built is None:
         return None
-    return _TIMEOUT * (len(built.feeds) + 1)
+    return _TIMEOUT * backend_calls(built)
+
+
+class _Named:
+    """A backend known by name only (its record is written by the supervisor, not its worker)."""
+
+    def __init__(self, name: str):
+        self.name = name
 
 
 def _crash_record(case: Case, name: str, version: str, message: str, repro_root: str,
@@ -357,9 +409,23 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
                 continue
             for name in selected[d.case_id] if d.backend is None else [d.backend]:
                 if name in selected[d.case_id] and (d.case_id, name) not in writer.done:
-                    emit(_crash_record(by_id[d.case_id], name, version_of(name), inflight.describe(d), repro_root))
+                    if d.hung:  # the --in-process watchdog ended the run on this cell
+                        emit(_crash_record(by_id[d.case_id], name, version_of(name),
+                                           f"no answer within {d.limit or 0:g} s (--timeout for loading and for each "
+                                           "step); with --in-process the run ended there, and --resume recorded it",
+                                           repro_root, status=Status.TIMEOUT))
+                    else:
+                        emit(_crash_record(by_id[d.case_id], name, version_of(name), inflight.describe(d), repro_root))
                     n += 1
         return n
+
+    def emit_killed(d: inflight.Died, signal_name: str) -> None:
+        """A cell whose pool worker was killed from outside twice: `error`, retried by --resume."""
+        for name in selected.get(d.case_id, []) if d.backend is None else [d.backend]:
+            if d.case_id in by_id and name in selected[d.case_id] and (d.case_id, name) not in writer.done:
+                emit(killed_record(by_id[d.case_id], _Named(name), signal_name,
+                                   "its process died twice while running this cell, with no fatal signal of its own",
+                                   0.0, version_of(name)))
 
     def emit_timeout(d: inflight.Died, message: str) -> None:
         if d.case_id in by_id and d.backend and (d.case_id, d.backend) not in writer.done:
@@ -368,9 +434,13 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
 
     stale = inflight.collect(out)
     if resume:
+        hung = sum(d.hung for d in stale)
         n = record_deaths(stale)
         if n and log:
-            print(f"resuming: {n} cell(s) crashed the previous run; recorded as crash", file=log)
+            print(f"resuming: {n} cell(s) ended the previous run; recorded as "
+                  + ("timeout" if hung == n else "crash" if not hung else "crash or timeout"), file=log)
+        if writer.retried and log:
+            print(f"resuming: {writer.retried} cell(s) whose worker was killed from outside run again", file=log)
     from . import runinfo  # run.json: the machine and versions behind each backend's cells
 
     runinfo.write(out, runinfo.describe({n: (version_of(n), getattr(backend_registry.get(n, isolated=False),
@@ -405,7 +475,7 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
         else:
             _RUN_CASES.update(by_id)
             _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, max(1, jobs), out, writer, emit,
-                      record_deaths, run_tmp, emit_timeout)
+                      record_deaths, run_tmp, emit_timeout, emit_killed)
     finally:
         _RUN_CASES.clear()
         bar.close()
@@ -416,12 +486,14 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
     return {"cells_run": n_cells, "cells_total": total, "resumed": skipped, "counts": counts}
 
 
-def _result(fut, out: Path, hung: dict[tuple[str, str], float]):
+def _result(fut, out: Path, hung: dict[tuple[str, str], float], track=lambda: None):
     """The future's records; meanwhile, a worker past its cell's limit is killed (the pool then
-    breaks, and the caller records that cell as `timeout`)."""
+    breaks, and the caller records that cell as `timeout`). `track` notes the pool's processes
+    (started on demand), so that a dead one's exit status can be read after the pool breaks."""
     from concurrent.futures import TimeoutError as FutureTimeout
 
     while True:
+        track()
         try:
             return fut.result(timeout=0.5)
         except FutureTimeout:
@@ -434,11 +506,13 @@ def _result(fut, out: Path, hung: dict[tuple[str, str], float]):
 
 
 def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, out: Path, writer, emit,
-              record_deaths, run_tmp: str, emit_timeout) -> None:
+              record_deaths, run_tmp: str, emit_timeout, emit_killed) -> None:
     """Cases over a process pool. A worker that dies takes the pool with it (BrokenProcessPool):
     the cell it died on becomes `crash` (its fatal dump names the signal), and every case not
-    finished runs again in a fresh pool. A death with no fatal dump (killed from outside, out
-    of memory) charges the cells in flight; a cell charged twice is recorded as `crash`."""
+    finished runs again in a fresh pool. A death with no fatal dump (killed from outside: a
+    user, the out-of-memory killer) charges the cells in flight; a cell charged twice is
+    `error` naming the signal (metrics.killed_from_outside), never `crash`: not the backend's
+    fault, and `--resume` runs it again."""
     from concurrent.futures import ProcessPoolExecutor  # ~60 ms of imports a single cell (`check`) does not need
     from concurrent.futures.process import BrokenProcessPool
 
@@ -454,10 +528,14 @@ def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, 
         procs: list = []
         try:
             futures = [(pool.submit(_run_case_by_id, c.id, grid, names, repro_root), c, names) for c, names in todo]
-            procs = _processes(pool)  # all started by now; a broken pool forgets them
+            procs = _processes(pool)  # a broken pool forgets them: kept here, with those started later
+
+            def track() -> None:
+                procs.extend(p for p in _processes(pool) if all(p is not q for q in procs))
+
             for fut, c, names in futures:
                 try:
-                    recs = _result(fut, out, hung)
+                    recs = _result(fut, out, hung, track)
                 except BrokenProcessPool:
                     broken.append((c, names))
                     continue
@@ -474,6 +552,10 @@ def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, 
             except OSError:
                 pass
             return
+        deadline = time.monotonic() + 2.0  # the broken pool ends its other workers itself (SIGTERM): let it
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        exits = {p.pid: p.exitcode for p in procs if p.exitcode is not None}  # how each died, before we stop the rest
         _stop_pool(pool, procs)  # every worker dead before their markers are read
         died = inflight.collect(out)
         timed_out = [d for d in died if (d.case_id, d.backend) in hung]
@@ -484,16 +566,19 @@ def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, 
         died = [d for d in died if d not in timed_out]
         if record_deaths(died) == 0 and not timed_out:
             repeat = []
-            for d in died:
+            term = -int(signal.SIGTERM)  # what the broken pool sends the workers still alive
+            first = [d for d in died if exits.get(d.pid) not in (None, term)]
+            for d in first or died:  # a worker that died of something else first: the SIGTERM'd ones are bystanders
                 key = (d.case_id, d.backend)
                 charged[key] = charged.get(key, 0) + 1
                 if charged[key] >= 2:
-                    d.fatal = "killed twice while running this cell, with no fatal signal recorded (out of memory?)"
                     repeat.append(d)
             if not died:
                 raise RunError("a worker process died outside any cell (while starting?); "
                                "run again with --in-process to see its error")
-            record_deaths(repeat)
+            for d in repeat:
+                code = exits.get(d.pid)
+                emit_killed(d, external_signal(code) or (f"exit code {code}" if code is not None else "a signal"))
         todo = [(c, left) for c, names in broken
                 if (left := [n for n in names if (c.id, n) not in writer.done])]
 

@@ -144,3 +144,78 @@ class AbortingAtStart(_Base):
 
     def prepare(self, model):  # pragma: no cover - never reached
         raise AssertionError("prepare after an abort")
+
+
+def _always() -> bool:
+    """ONNX_COMPAT_FAKE_ALWAYS=1: misbehave on every cell, not only the marked ones."""
+    return bool(os.environ.get("ONNX_COMPAT_FAKE_ALWAYS"))
+
+
+def _kill_now(feeds) -> bool:
+    """ONNX_COMPAT_FAKE_KILL: "always" (default) kills on every marked cell, "never" on none,
+    "once" only the first time a cell's feeds come (a flag per feeds in ONNX_COMPAT_FAKE_KILL_DIR)."""
+    import hashlib
+    from pathlib import Path
+
+    mode = os.environ.get("ONNX_COMPAT_FAKE_KILL", "always")
+    if mode == "never" or not (_always() or _marker(feeds)):
+        return False
+    if mode == "once":
+        h = hashlib.sha256(b"".join(np.ascontiguousarray(feeds[k]).tobytes() for k in sorted(feeds))).hexdigest()
+        flag = Path(os.environ["ONNX_COMPAT_FAKE_KILL_DIR"]) / h[:16]
+        if flag.exists():
+            return False
+        flag.write_text("killed once")
+    return True
+
+
+class KilledFromOutside(_Base):
+    """Its worker process gets SIGKILL (or ONNX_COMPAT_FAKE_KILL_SIGNAL) while running a cell: what
+    a user's `kill -9` or the out-of-memory killer does to a tract worker."""
+    name = "fake-killed"
+
+    def prepare(self, model):
+        def hook(out, feeds):
+            if _kill_now(feeds):
+                os.kill(os.getpid(), getattr(signal, os.environ.get("ONNX_COMPAT_FAKE_KILL_SIGNAL", "SIGKILL")))
+                time.sleep(60)
+            return out
+        return _RefSession(Reference().prepare(model), hook)
+
+
+class KilledFromOutsideInProcess(KilledFromOutside):
+    """The same kill of the process running the cell (a pool worker), with no worker of its own."""
+    name = "fake-killed-inproc"
+    isolated = False
+
+
+class HangingInDecode(_Base):
+    """Hangs on a decode step of a zoo model (a step that is fed a KV cache), in the process
+    running the cell: a deadlocked kernel inside the decode loop, with no worker of its own."""
+    name = "fake-hang-decode-inproc"
+    isolated = False
+
+    def prepare(self, model):
+        def hook(out, feeds):
+            if any("past" in k and np.asarray(v).ndim >= 2 and np.asarray(v).shape[-2] > 0 for k, v in feeds.items()):
+                time.sleep(3600)
+            return out
+        return _RefSession(Reference().prepare(model), hook)
+
+
+class HangingAlwaysInProcess(Hanging):
+    """Hangs on every cell, in the process running it."""
+    name = "fake-hang-always-inproc"
+    isolated = False
+
+    def prepare(self, model):
+        def hook(out, feeds):
+            time.sleep(3600)
+        return _RefSession(Reference().prepare(model), hook)
+
+
+ROUND2 = "fake-killed=tests.fake_backends:KilledFromOutside," \
+         "fake-killed-inproc=tests.fake_backends:KilledFromOutsideInProcess," \
+         "fake-hang-decode-inproc=tests.fake_backends:HangingInDecode," \
+         "fake-hang-always-inproc=tests.fake_backends:HangingAlwaysInProcess," \
+         "fake-segv-inproc=tests.fake_backends:SegfaultingInProcess"

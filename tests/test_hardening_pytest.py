@@ -56,3 +56,42 @@ def test_under_xdist_the_controller_says_it_once():
                            "-m", "norm and not slow", "--co"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_segfault_in_a_native_backend_costs_its_test_only_without_xdist():
+    """Issue 24, item 6: native runtimes run in a worker process under pytest, as under `run`."""
+    from tests.fake_backends import ROUND2
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), ONNX_COMPAT_EXTRA_BACKENDS=ROUND2)
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", "cases/rotary.py", "-k",
+                           "ms-3d and fp32 and b2s5h4d16", "--backend", "fake-segv-inproc"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text  # tests failed; the session itself lived (not -11 / 139)
+    last = text.strip().splitlines()[-1]
+    assert "failed" in last and "passed" in last, last
+    assert "CRASH: " in text and "SIGSEGV" in text, text
+
+
+def test_compat_out_that_cannot_be_written_is_one_usage_error(tmp_path):
+    """Issue 24, item 7: one line at the start, not an OSError per test."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            import pytest
+
+            pytest.skip("running as a user who can write a read-only directory (root)")
+        rc, text = pytest_run("cases/norms.py", "--backend", "reference", "--compat-out", str(ro))
+    finally:
+        ro.chmod(0o755)
+    _usage_error(rc, text, "--compat-out", str(ro), "cannot write there")
+
+
+def test_compat_out_naming_a_file_is_one_usage_error(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    rc, text = pytest_run("cases/norms.py", "--backend", "reference", "--compat-out", str(f))
+    _usage_error(rc, text, "--compat-out", str(f), "cannot write there")

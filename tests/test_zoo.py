@@ -367,25 +367,35 @@ def test_cli_run_zoo_hub_offline_end_to_end(hub, tmp_path, run_cli):
     assert bad["status"] == "error" and "tampered" in bad["message"] and blob.name in bad["message"]
 
 
-def test_cli_twins_list_and_build(twins, tmp_path, run_cli, monkeypatch):
-    """`twins build` runs the manifest's command with its exporter environment's Python (made
-    from zoo/envs/<env>.txt under .zoo-envs/, then reused), and compares the graph summary."""
+def _project(tmp_path, monkeypatch):
+    """A project root with one builder script and one (empty) exporter environment."""
     from harness.zoo import build
 
-    out = run_cli("twins", "list", env={"ONNX_COMPAT_TWINS": str(twins)}, check=0).stdout
-    assert "fixture-static" in out and "static" in out and "KiB" in out
-    req = tmp_path / "envs" / "empty.txt"
-    req.parent.mkdir()
-    req.write_text("# nothing: the fixture's build needs only the standard library\n")
+    (tmp_path / "zoo" / "envs").mkdir(parents=True)
+    (tmp_path / "zoo" / "build").mkdir(parents=True)
+    (tmp_path / "zoo" / "envs" / "empty.txt").write_text("# nothing: the fixture's build needs only the standard library\n")
+    (tmp_path / "zoo" / "build" / "fixture_build.py").write_text(
+        "import sys\nif sys.argv[1:] == ['fail']:\n    raise SystemExit('exporter failed: KeyError rope_type')\n"
+        "print(sys.prefix)\n")
     monkeypatch.setattr(build, "ENVS", tmp_path / "zoo-envs")
     monkeypatch.setattr(build, "ROOT", tmp_path)
+    return build
+
+
+def test_cli_twins_list_and_build(twins, tmp_path, run_cli, monkeypatch):
+    """`twins build` runs the manifest's project script with its exporter environment's Python
+    (made from zoo/envs/<env>.txt under .zoo-envs/, then reused), and compares the graph summary."""
+    out = run_cli("twins", "list", env={"ONNX_COMPAT_TWINS": str(twins)}, check=0).stdout
+    assert "fixture-static" in out and "static" in out and "KiB" in out
+    build = _project(tmp_path, monkeypatch)
     p = twins / "fixture-concat" / "manifest.json"
     m = json.loads(p.read_text())
-    m["exporter"].update(env="envs/empty.txt", command="python -c \"import sys; print(sys.prefix)\"")
+    m["exporter"].update(env="zoo/envs/empty.txt", script="zoo/build/fixture_build.py",
+                         command="python zoo/build/fixture_build.py")
     p.write_text(json.dumps(m))
     r = build.build("fixture-concat")
     assert r["graph_changes"] == [] and (tmp_path / "zoo-envs" / "empty" / ".requirements.sha256").exists()
-    m["exporter"]["command"] = "python -c \"raise SystemExit('exporter failed: KeyError rope_type')\""
+    m["exporter"]["command"] = "python zoo/build/fixture_build.py fail"
     p.write_text(json.dumps(m))
     with pytest.raises(ZooError, match="exited 1: exporter failed: KeyError rope_type"):
         build.build("fixture-concat")
@@ -440,9 +450,12 @@ def test_multigraph_bundle_replays_standalone(twins, tmp_path, kind):
     assert p.returncode == 1 and "step 2" in p.stdout and "MISMATCH" in p.stdout
 
 
-def test_build_argv_and_dot_folders_are_not_twins(twins, monkeypatch):
-    from harness.zoo import build
+def test_build_argv_and_dot_folders_are_not_twins(twins, monkeypatch, tmp_path):
     from harness.zoo.twins import manifest_dirs
+
+    build = _project(tmp_path, monkeypatch)
+    (tmp_path / "zoo" / "envs" / "x.txt").write_text("")
+    (tmp_path / "zoo" / "build" / "s.py").write_text("")
 
     shutil.copytree(twins / "fixture-concat", twins / ".fixture-concat.tmp123")  # a builder's write in progress
     assert all(not d.name.startswith(".") for d in manifest_dirs())

@@ -23,6 +23,34 @@ class Crashed(RuntimeError):
     """The process running the backend died; the message names the signal or exit code."""
 
 
+class KilledFromOutside(Crashed):
+    """The process running the backend was killed by a signal that does not come from the case
+    (SIGKILL, SIGTERM, SIGINT, SIGHUP, SIGQUIT: a user, the OOM killer, a shutdown), where a
+    backend's own fault raises SIGSEGV/SIGABRT/SIGBUS/SIGFPE/SIGILL or exits. Not the backend's
+    crash: the cell runs again (`signal` names what killed it)."""
+
+    def __init__(self, message: str, signal_name: str):
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+#: signals a process does not raise on itself when its code goes wrong: someone else sent them
+EXTERNAL_SIGNALS = ("SIGKILL", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+
+
+def external_signal(returncode: int | None) -> str | None:
+    """The signal's name when a process with this return code was killed from outside, else None."""
+    import signal
+
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return None
+    return name if name in EXTERNAL_SIGNALS else None
+
+
 class TimedOut(RuntimeError):
     """The backend gave no answer within the per-cell limit."""
 
@@ -86,6 +114,9 @@ class Backend(ABC):
     description: str = ""
     #: cells of an isolated backend run in a worker process (crash/hang cost one cell)
     isolated: bool = False
+    #: runs native code that can take its process down (a segfault in a kernel): pytest and `check`
+    #: run it in a worker process (harness/backends/worker.py, `isolatable`); False: numpy only
+    native: bool = True
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:

@@ -25,6 +25,7 @@ class ReferenceSession(Session):
 class Reference(Backend):
     name = "reference"
     description = "onnx.reference + onnx-compat's numpy com.microsoft ops (the spec)"
+    native = False  # numpy and onnx.reference only: pytest runs it in its own process, at full speed
 
     def available(self) -> tuple[bool, str]:
         return True, ""

@@ -149,7 +149,7 @@ class TractCliSession(Session):
         self.outputs = [o.name for o in onnx.load(str(model_path), load_external_data=False).graph.output]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .base import Crashed, TimedOut
+        from .base import Crashed, KilledFromOutside, TimedOut, external_signal
 
         with tempfile.TemporaryDirectory(prefix="onnx-compat-tract-cli-") as d:
             fin, fout = Path(d) / "inputs.npz", Path(d) / "outputs.npz"
@@ -163,6 +163,9 @@ class TractCliSession(Session):
                 raise TimedOut(f"tract CLI gave no answer within {self.timeout:g} s") from None
             if proc.returncode != 0:
                 msg = clean_message(proc.stderr or proc.stdout)
+                outside = external_signal(proc.returncode)
+                if outside:
+                    raise KilledFromOutside(f"the tract CLI was killed from outside ({outside})", outside)
                 if proc.returncode < 0:
                     raise Crashed(f"tract CLI killed by signal {-proc.returncode}: {msg}")
                 if re.search(r"(analys|Translating|ToTypedTranslator|Unimplemented|unsupported|not supported|"

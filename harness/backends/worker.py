@@ -30,7 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .base import Backend, Crashed, ModelRef, Session, TimedOut, Unsupported
+from .base import Backend, Crashed, KilledFromOutside, ModelRef, Session, TimedOut, Unsupported, external_signal
 
 STDERR_TAIL = 20000
 _PR_SET_PDEATHSIG = 1
@@ -148,6 +148,10 @@ class WorkerProcess:
                 code = self.proc.wait()
                 tail = _panic_first(self._stderr_tail())
                 self.kill()
+                outside = external_signal(code)
+                if outside:  # a user's kill or the OOM killer, not the backend's own fault
+                    raise KilledFromOutside(f"the {self.inner} worker was killed from outside ({outside}) during "
+                                            f"{msg['op']}", outside)
                 raise Crashed(f"{self.inner} worker {_signal_name(code)} during {msg['op']}"
                               + (f"; stderr: {tail}" if tail else ""))
 
@@ -194,6 +198,25 @@ class IsolatedSession(Session):
             out = {k: z[k] for k in z.files}
         fout.unlink(missing_ok=True)
         return {k: out[k] for k in reply["outputs"]}
+
+
+def isolatable(backend: Backend) -> bool:
+    """Whether `backend` can run in a worker process here: not one that isolates itself (ort-node,
+    ort-web: their own worker obeys cell_timeout) nor one that drives whole models (ort-genai),
+    and not one that is isolated already."""
+    return not (backend.isolated or hasattr(backend, "cell_timeout") or hasattr(backend, "drive"))
+
+
+def get_isolated(name: str, timeout: float, only_native: bool = False) -> Backend:
+    """Backend `name`, in a worker process wherever it can be (a crash or a hang then costs one
+    cell, and --timeout holds); `only_native`: leave numpy-only backends (reference) in this
+    process, where they run fastest."""
+    from . import get
+
+    raw = get(name, isolated=False, timeout=timeout)
+    if not isolatable(raw) or (only_native and not raw.native):
+        return get(name, timeout=timeout)
+    return IsolatedBackend(raw, timeout=timeout)
 
 
 class IsolatedBackend(Backend):

@@ -5,6 +5,11 @@ zoo/build/statickv_gemma3.py fp32`) with the Python of its exporter environment,
 demand under .zoo-envs/<env>/ from zoo/envs/<env>.txt and reused while that file is
 unchanged (never the project's own .venv: each exporter pins its own transformers). The new
 manifest's graph summary (ops, attention nodes, I/O) is then compared with the one before.
+
+What a build runs comes from the project, never from a file a name can point at: NAME must be
+one of `twins list`, the script one of zoo/build/*.py and the environment one of zoo/envs/*.txt
+(a requirements file can install anything, so it is code too). A manifest's command only
+contributes the arguments after its script.
 """
 
 from __future__ import annotations
@@ -62,26 +67,53 @@ def _shape(m: Manifest) -> dict:
             for g, s in m.graphs.items()}
 
 
+def _project_file(rel: str, folder: str, suffix: str, field: str, name: str) -> Path:
+    """`rel` as a regular file directly in ROOT/<folder>/ with `suffix`; else one line naming the field."""
+    p = ROOT / rel
+    ok = (rel.count("/") == folder.count("/") + 1 and rel.startswith(folder + "/") and rel.endswith(suffix)
+          and not p.is_symlink() and p.is_file())
+    if not ok:
+        raise ZooError(f"{name}/manifest.json: exporter.{field} {rel!r} is not one of the project's {folder}/*{suffix}; "
+                       f"a build runs only the project's own builders and environments: restore the manifest")
+    return p
+
+
 def build_argv(m: Manifest, name: str, log=sys.stderr) -> list[str]:
-    """The build command: `exporter.command` when it runs the twin's `exporter.script` (the
-    optimum / static-KV / Gemma-4 scripts record their own invocation), else `python <script>
-    <name>` (the GenAI twins record the builder's command, which the script runs inside)."""
+    """The build command: the twin's `exporter.script` (one of zoo/build/*.py) with the arguments
+    its `exporter.command` gives it when that command runs the script (the optimum / static-KV /
+    Gemma-4 scripts record their own invocation), else `python <script> <name>` (the GenAI twins
+    record the builder's command, which the script runs inside). Never any other command."""
     ex = m.exporter
-    if not ex.env or not (ex.command or ex.script):
-        raise ZooError(f"{name}/manifest.json: exporter.env and exporter.script (or command) are needed to rebuild it")
+    if not ex.env or not ex.script:
+        raise ZooError(f"{name}/manifest.json: exporter.env and exporter.script are needed to rebuild it")
+    script = _project_file(ex.script, "zoo/build", ".py", "script", name)
+    req = _project_file(ex.env, "zoo/envs", ".txt", "env", name)
     argv = shlex.split(ex.command or "")
-    if not (ex.script and len(argv) >= 2 and argv[0].startswith("python") and argv[1] == ex.script):
-        if not ex.script:
-            if not argv or not argv[0].startswith("python"):
-                raise ZooError(f"{name}/manifest.json: exporter.command {ex.command!r} is not a Python command")
-        else:
-            argv = ["python", ex.script, name]
-    argv[0] = str(env_python(ROOT / ex.env, log))
+    if not (len(argv) >= 2 and argv[0].startswith("python") and argv[1] == ex.script):
+        argv = ["python", ex.script, name]
+    argv[0] = str(env_python(req, log))
+    argv[1] = str(script.relative_to(ROOT))
     return argv
 
 
-def build(name: str, log=sys.stderr) -> dict:
+def twin_names() -> list[str]:
+    """The names `twins list` shows: the only names `twins build` accepts."""
+    return [d.name for d in manifest_dirs()]
+
+
+def _known_twin(name: str) -> Path:
+    names = twin_names()
+    if name not in names:
+        raise ZooError(f"twins build {name!r}: not a twin name; choose one of `onnx-compat twins list` "
+                       f"({', '.join(names) or 'none'})")
     d = twins_dir() / name
+    if d.is_symlink() or (d / "manifest.json").is_symlink():
+        raise ZooError(f"{d / 'manifest.json'}: a link; a twin's manifest is a file of the project: restore it")
+    return d
+
+
+def build(name: str, log=sys.stderr) -> dict:
+    d = _known_twin(name)
     before = load_manifest(d)
     argv = build_argv(before, name, log)
     t0 = time.perf_counter()
@@ -106,10 +138,9 @@ def cmd_twins(args) -> int:
                 print(f"{r['name']:<36} {r['form']:<28} {r['precision']:<6} {r['cache']:<14} "
                       f"{r['bytes'] / 1024:8.0f} KiB  {r['exporter']}")
         return 0
-    names = [args.name] if args.name else [d.name for d in manifest_dirs()]
-    if args.name and not (twins_dir() / args.name / "manifest.json").exists():
-        known = ", ".join(d.name for d in manifest_dirs()) or "none"
-        raise ZooError(f"twins build {args.name}: no zoo/twins/{args.name}/manifest.json (known twins: {known})")
+    names = [args.name] if args.name else twin_names()
+    if args.name:
+        _known_twin(args.name)
     bad = 0
     for n in names:
         r = build(n)
