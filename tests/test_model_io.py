@@ -54,7 +54,7 @@ def test_reader_skips_initialisers_and_reads_dtypes_and_ranks(tmp_path):
 
 
 def test_reader_names_external_data_files(tmp_path):
-    w = helper.make_tensor("w", TensorProto.FLOAT, [4096], np.ones(4096, np.float32))
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4096], np.ones(4096, np.float32).tobytes(), raw=True)
     g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4096])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4096])], initializer=[w])
