@@ -40,6 +40,8 @@ class GraphIO:
     #: graph inputs that are not initialisers: name -> (dtype or None, rank or None), in graph order
     inputs: dict[str, tuple[np.dtype | None, int | None]] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    #: the files external initialisers name (TensorProto.external_data "location"), in order
+    external_locations: list[str] = field(default_factory=list)
 
 
 def elem_dtype(elem_type: int) -> np.dtype | None:
@@ -114,11 +116,18 @@ def _value_info(buf, span) -> tuple[str, int, int | None]:
     return name, elem, rank
 
 
-def _tensor_name(buf, span) -> str:
+def _tensor(buf, span) -> tuple[str, str | None]:
+    """(name, external data location or None) of a TensorProto (name = 8, external_data = 13 of
+    StringStringEntryProto key = 1 / value = 2)."""
+    name, location = "", None
     for num, wire, val in _fields(buf, *span):
         if num == 8 and wire == 2:
-            return _string(buf, val)
-    return ""
+            name = _string(buf, val)
+        elif num == 13 and wire == 2:
+            entry = {k: _string(buf, v) for k, w, v in _fields(buf, *val) if w == 2}
+            if entry.get(1) == "location":
+                location = entry.get(2, "")
+    return name, location
 
 
 def _graph(buf, span) -> GraphIO:
@@ -129,11 +138,14 @@ def _graph(buf, span) -> GraphIO:
         if wire != 2:
             continue
         if num == 5:
-            inits.add(_tensor_name(buf, val))
+            name, location = _tensor(buf, val)
+            inits.add(name)
+            if location is not None and location not in io.external_locations:
+                io.external_locations.append(location)
         elif num == 15:  # SparseTensorProto: its name is its values tensor's
             for snum, swire, sval in _fields(buf, *val):
                 if snum == 1 and swire == 2:
-                    inits.add(_tensor_name(buf, sval))
+                    inits.add(_tensor(buf, sval)[0])
         elif num == 11:
             ins.append(_value_info(buf, val))
         elif num == 12:

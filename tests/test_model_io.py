@@ -53,6 +53,18 @@ def test_reader_skips_initialisers_and_reads_dtypes_and_ranks(tmp_path):
     assert io.outputs == ["y", "m"]
 
 
+def test_reader_names_external_data_files(tmp_path):
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4096], np.ones(4096, np.float32).tobytes(), raw=True)
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4096])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4096])], initializer=[w])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g), str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    io = read_graph_io(path)
+    assert io.external_locations == ["weights.bin"]
+    assert io.inputs == {"x": (np.dtype("float32"), 1)}
+
+
 def test_reader_refuses_what_is_not_a_model(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\xff\xff\xff")
