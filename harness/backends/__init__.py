@@ -23,7 +23,7 @@ def _extra() -> dict[str, Callable[[], Backend]]:
 
 
 def _registry() -> dict[str, Callable[[], Backend]]:
-    from . import ort, ort_genai, ort_js, reference, tract_backend
+    from . import openvino_backend, ort, ort_genai, ort_js, reference, tract_backend
 
     builtin: dict[str, Callable[[], Backend]] = {
         "reference": reference.Reference,
@@ -37,6 +37,7 @@ def _registry() -> dict[str, Callable[[], Backend]]:
         "ort-web": ort_js.OrtWeb,
         "ort-web-chromium": ort_js.OrtWebChromium,
         "ort-genai": ort_genai.OrtGenai,
+        "openvino": openvino_backend.OpenVino,
     }
     extra = _extra()
     clash = set(extra) & set(builtin)
