@@ -186,3 +186,17 @@ def test_cells_run_in_a_worker_process_not_in_the_caller():
     assert out.returncode == 0, out.stderr
     status, imported, pid = json.loads(out.stdout.strip().splitlines()[-1])
     assert status == "pass" and imported is False and pid
+
+
+@needs_ov
+def test_a_shape1_position_ids_read_as_one_position_is_ambiguous(openvino):
+    """OpenVINO broadcasts a shape-(1) position_ids (every token at that position); the text allows
+    it (harness/readings.py, P1), so the cell names the reading instead of calling it wrong."""
+    from harness import readings
+    from harness.registry import load_cases
+
+    case = next(c for c in load_cases("quick", families=["rotary"])
+                if c.id == "rotary/ms-3d-interleaved0-rotdim0-posoffset-headsgiven-b2s5h4d16-fp32")
+    rec = run_cell(case, openvino)
+    assert rec["status"] == "ambiguous", rec["message"]
+    assert readings.ROTARY_POS1_BROADCAST in rec["message"] + json.dumps(rec["metrics"])
