@@ -200,3 +200,35 @@ def test_a_shape1_position_ids_read_as_one_position_is_ambiguous(openvino):
     rec = run_cell(case, openvino)
     assert rec["status"] == "ambiguous", rec["message"]
     assert readings.ROTARY_POS1_BROADCAST in rec["message"] + json.dumps(rec["metrics"])
+
+
+@needs_ov
+def test_run_json_names_the_cpu_plugins_device_and_version(run_cli, tmp_path):
+    from harness import runinfo
+
+    out = tmp_path / "o"
+    run_cli("run", "-k", "norm/simplified-axis1-2x5x64-centred-fp32", "--backends", "openvino", "--out", out,
+            "--quiet", "--no-report", check=0)
+    info = runinfo.read(out / "run.json")["openvino"]
+    assert info["device"] == ovb.OpenVino().device() and info["backend_version"].startswith("openvino 20")
+    assert info["packages"]["openvino"].startswith("20")
+    cell = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    assert cell["status"] == "unsupported" and cell["backend_version"] == info["backend_version"]
+
+
+@needs_ov
+def test_4bit_feeds_are_packed_two_to_a_byte(openvino):
+    """int4/uint4 arrays (ml_dtypes, one element per byte) reach OpenVINO as its packed i4/u4:
+    DequantizeLinear of a uint4 input, expected values computed here."""
+    import ml_dtypes
+
+    x = np.array([[0, 1, 2], [13, 14, 15]], ml_dtypes.uint4)
+    node = helper.make_node("DequantizeLinear", ["x", "s"], ["y"])
+    case = _case("test/dq-uint4", [node],
+                 [helper.make_tensor_value_info("x", TensorProto.UINT4, [2, 3])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+                 {"x": x}, {"y": x.astype(np.float32) * np.float32(0.5)}, domain_opsets=(("", 21),))
+    built = case.build()
+    built.model.graph.initializer.append(helper.make_tensor("s", TensorProto.FLOAT, [], [0.5]))
+    rec = run_cell(case, openvino, built)
+    assert rec["status"] == "pass", rec["message"]

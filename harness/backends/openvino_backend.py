@@ -42,6 +42,7 @@ CACHE_ENV = "ONNX_COMPAT_OPENVINO_CACHE"
 
 #: element types numpy has no native dtype for: they travel by their bits (ml_dtypes on our side)
 _BITS_OF = {"bfloat16": ("bf16", np.uint16), "float8_e4m3fn": ("f8e4m3", np.uint8), "float8_e5m2": ("f8e5m2", np.uint8)}
+_NIBBLE_OF = {"int4": "i4", "uint4": "u4"}
 _ML_DTYPE_OF = {"bf16": "bfloat16", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}
 
 
@@ -104,6 +105,12 @@ def _to_tensor(ov, a: np.ndarray):
     """A feed as an ov.Tensor of exactly its shape (a 0-d array stays 0-d: OpenVINO refuses a
     shape-(1) tensor for a scalar input); bfloat16/float8 arrays by their bits."""
     a = np.array(a, order="C", copy=None)  # not ascontiguousarray: it turns a 0-d array into shape (1)
+    if a.dtype.name in _NIBBLE_OF:  # OpenVINO packs 4-bit tensors two to a byte, element 0 in the low nibble
+        t = ov.Tensor(getattr(ov.Type, _NIBBLE_OF[a.dtype.name]), list(a.shape))
+        flat = a.reshape(-1).view(np.uint8) & 0x0F
+        flat = np.concatenate([flat, np.zeros(flat.size % 2, np.uint8)])
+        t.data.view(np.uint8).reshape(-1)[...] = flat[0::2] | (flat[1::2] << 4)
+        return t
     bits = _BITS_OF.get(a.dtype.name)
     if bits is None:
         return ov.Tensor(a, shared_memory=False)
