@@ -232,3 +232,23 @@ def test_4bit_feeds_are_packed_two_to_a_byte(openvino):
     built.model.graph.initializer.append(helper.make_tensor("s", TensorProto.FLOAT, [], [0.5]))
     rec = run_cell(case, openvino, built)
     assert rec["status"] == "pass", rec["message"]
+
+
+@needs_ov
+def test_a_worker_that_wrote_past_a_buffer_serves_no_further_cell():
+    """GroupQueryAttention on a concatenating past: OpenVINO 2026.4 returns present at the past's
+    length and writes the new row past its end. Whatever that cell's verdict (wrong value or
+    crash), the next cell runs in a fresh worker process."""
+    from harness.registry import load_cases
+
+    case = next(c for c in load_cases("quick", families=["gqa"])
+                if c.id == "gqa/decode-plain-b1-gemma3-h4kv1-d256-s1-past13-fp32")
+    b = backends.get("openvino", timeout=120)
+    try:
+        rec = run_cell(case, b)
+        assert rec["status"] in ("mismatch", "crash", "error"), rec
+        first = b._worker.proc.pid if b._worker.proc is not None else None
+        assert run_cell(_scalar_add_case(), b)["status"] == "pass"
+        assert b._worker.proc.pid != first
+    finally:
+        b.close()

@@ -143,6 +143,10 @@ class OpenVinoSession(Session):
         graph = onnx.load(str(model_path), load_external_data=False).graph
         self._inputs = [(i, port.get_names()) for i, port in enumerate(self._compiled.inputs)]
         self._out_names = self._output_names([o.name for o in graph.output])
+        self._declared = {o.name: _static_shape(o) for o in graph.output}
+        #: set when an output's shape differs from the model's static declaration: the sign of the
+        #: GroupQueryAttention bug that writes past a buffer, so the worker is replaced (worker.py)
+        self.suspect = ""
 
     def _output_names(self, graph_outputs: list[str]) -> list[str]:
         """The ONNX output name of each compiled output: by tensor name where OpenVINO kept it,
@@ -164,10 +168,23 @@ class OpenVinoSession(Session):
             self._request.infer(tensors)
         except Exception as e:  # noqa: BLE001
             raise RuntimeError(clean_message(e)) from None
-        return {n: _from_tensor(self._request.get_output_tensor(i)) for i, n in enumerate(self._out_names)}
+        out = {n: _from_tensor(self._request.get_output_tensor(i)) for i, n in enumerate(self._out_names)}
+        for n, a in out.items():
+            want = self._declared.get(n)
+            if want is not None and list(a.shape) != want:
+                self.suspect = f"output {n!r} has shape {list(a.shape)}, the model declares {want}"
+        return out
 
     def close(self) -> None:
         self._request = self._compiled = None
+
+
+def _static_shape(value_info) -> list[int] | None:
+    """A graph output's declared shape when every dimension is a number, else None."""
+    t = value_info.type.tensor_type
+    if not t.HasField("shape") or any(not d.HasField("dim_value") for d in t.shape.dim):
+        return None
+    return [d.dim_value for d in t.shape.dim]
 
 
 def _ov():

@@ -201,6 +201,7 @@ def _raise_from(reply: dict) -> None:
 class IsolatedSession(Session):
     def __init__(self, worker: WorkerProcess):
         self.worker = worker
+        self._restart = False
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         fin = self.worker.next_path("in")
@@ -212,7 +213,14 @@ class IsolatedSession(Session):
             _raise_from(reply)
         out = load_arrays(fout, reply.get("dtypes") or {})
         fout.unlink(missing_ok=True)
+        self._restart = self._restart or bool(reply.get("restart"))
         return {k: out[k] for k in reply["outputs"]}
+
+    def close(self) -> None:
+        """A worker whose runtime may have written past a buffer serves no further cell: the next
+        prepare starts a fresh one, so a corrupted heap cannot change another cell's numbers."""
+        if self._restart:
+            self.worker.kill()
 
 
 class IsolatedBackend(Backend):
@@ -286,7 +294,9 @@ def _serve(name: str, timeout: float = 120.0) -> None:  # pragma: no cover - run
                 except Exception as e:  # noqa: BLE001
                     reply(ok=False, kind="error", message=_describe(e))
                     continue
-                reply(ok=True, outputs=list(result), dtypes=save_arrays(msg["out"], result))
+                # a session that saw signs of memory written out of bounds asks for a fresh worker
+                reply(ok=True, outputs=list(result), dtypes=save_arrays(msg["out"], result),
+                      restart=bool(getattr(session, "suspect", "")))
         except Exception:  # noqa: BLE001 - protocol failure: report, keep serving
             reply(ok=False, kind="error", message="worker: " + traceback.format_exc(limit=3))
 
