@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from harness import readings
 from harness.case import Built, Case, dtype_name, grid
 from harness.data import normal, rope_cache, up
 from harness.graph import MS, GraphBuilder, run_reference, single_node_model
@@ -86,10 +87,18 @@ def _contrib(shape, layout: str, interleaved: int, partial: bool, pos_form: str,
         gp = g.input("pos", np.int64, (b, s))
         g.output(g.op("RotaryEmbedding", g.op("Transpose", gx, perm=[0, 2, 1, 3]), gc, gs, gp,
                       interleaved=interleaved, rotary_embedding_dim=rdim if partial else 0), rename="y")
-        y = run_reference(g.model(), {"x": up(x_bsnh), "cos": up(cos), "sin": up(sin),
-                                      "pos": np.ascontiguousarray(pos, dtype=np.int64)})["y"]  # (B, N, S, H)
-        expected = y if layout == "4d" else np.transpose(y, (0, 2, 1, 3)).reshape(b, s, n * h)
-        return Built(model, [feeds], [{"output": expected}], oracle="ai.onnx RotaryEmbedding-23 via onnx.reference, float64")
+        lowered = g.model()
+
+        def oracle(at: np.ndarray) -> np.ndarray:
+            y = run_reference(lowered, {"x": up(x_bsnh), "cos": up(cos), "sin": up(sin),
+                                        "pos": np.ascontiguousarray(at, dtype=np.int64)})["y"]  # (B, N, S, H)
+            return y if layout == "4d" else np.transpose(y, (0, 2, 1, 3)).reshape(b, s, n * h)
+
+        alternates = {}
+        if pos_form == "offset":  # the other reading of a shape-(1) position_ids (harness/readings.py, P1)
+            alternates[readings.ROTARY_POS1_BROADCAST] = [{"output": oracle(np.full((b, s), pos_ids[0]))}]
+        return Built(model, [feeds], [{"output": oracle(pos)}], alternates=alternates,
+                     oracle="ai.onnx RotaryEmbedding-23 via onnx.reference, float64")
 
     marks = ("rotary",) + (("fp16",) if dt == "fp16" else ())
     feats = {"op": "com.microsoft.RotaryEmbedding", "layout": layout, "interleaved": interleaved,

@@ -253,6 +253,14 @@ def _common_message(cells) -> str:
     return max(counts.values(), key=len)[0]
 
 
+def _as_float(v) -> float:
+    """A metric as a number: results.jsonl holds an infinite NMSE (a reference of zeros) as "inf"."""
+    try:
+        return float(v or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def title_of(d: Draft) -> str:
     op = op_label(d.op)
     if not d.pure and d.signature:
@@ -267,7 +275,7 @@ def title_of(d: Draft) -> str:
             top1 = min((m["top1"] for m in ms if isinstance(m.get("top1"), (int, float))), default=None)
             return f"{what}: logits differ from the oracle's" + (f" (top-1 agreement down to {top1:.2g})"
                                                                if top1 is not None else "")
-        worst = max(m.get("nmse") or 0 for m in ms)
+        worst = max(_as_float(m.get("nmse")) for m in ms)
         return f"{what}: output differs from the operator's definition (NMSE up to {worst:.2g})"
     msg = _common_message(d.cells)
     verb = {"unsupported": "refused", "error": "fails while running", "crash": "crashes the process",

@@ -61,6 +61,7 @@ _LWS = ("local_window_size: \"left_window_size for causal local attention (like 
         "causal is 0. Default value is -1 meaning unused.\"")
 
 # names used as keys of Built.alternates (cases import these constants)
+ROTARY_POS1_BROADCAST = "shape-(1) position_ids = every token at that one position"
 WINDOW_W_PLUS_CURRENT = "window = W preceding keys + the current one"
 WINDOW0_CURRENT_ONLY = "local_window_size 0 = the current key only"
 WINDOW0_NO_KEY = "local_window_size 0 = no key visible (masked rows give 0)"
@@ -176,6 +177,15 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
         support="position_ids: \"When processing the first prompt the kernel uses only the first element\"",
         excluded=(Reading(POS_EVERY_ELEMENT, "ruled out by \"the kernel uses only the first element\": on a first "
                           "prompt a kernel that reads every id uses more than the first element"),)),
+    Ambiguity(
+        "P1", "com.microsoft.RotaryEmbedding", "What does a position_ids of shape (1) mean?",
+        ("position_ids: \"1D tensor with shape (1) or 2D tensor with shape (batch_size, sequence_length)\"",),
+        Reading("a start offset: token s of every batch entry is at position_ids[0] + s",
+                "what ONNX Runtime's kernel (the op's owner) computes and what ORT-GenAI's exports rely on; "
+                "the text names no arithmetic"),
+        (Reading(ROTARY_POS1_BROADCAST, "one position id, broadcast over (batch_size, sequence_length) as "
+                 "ONNX broadcasts; the two readings agree for one token (a decode step)"),),
+        "docs/rotary.md#P1"),
     Ambiguity(
         "Q1", "com.microsoft.MatMulNBits", "Is the deprecated g_idx input read?",
         ("g_idx: \"group_idx. This input is deprecated\"",),

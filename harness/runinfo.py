@@ -85,15 +85,16 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def describe(backends: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+def describe(backends: dict[str, tuple[str, str | None]], devices: dict[str, str] | None = None) -> dict[str, Any]:
     """run.json's content for backends given as name -> (version, execution provider or None):
-    a CUDA provider's device is the GPU nvidia-smi names, every other backend's the CPU."""
+    a CUDA provider's device is the GPU nvidia-smi names, a backend that names its own device
+    (`devices`: OpenVINO's FULL_DEVICE_NAME) that one, every other backend's the CPU."""
     m = machine()
     gpu = _gpu() if any((p or "").startswith("CUDA") for _, p in backends.values()) else None
     out = {}
     for name, (version, provider) in backends.items():
         dev = gpu if gpu and (provider or "").startswith("CUDA") else m["cpu"]
-        out[name] = {**m, "backend_version": version, "device": dev}
+        out[name] = {**m, "backend_version": version, "device": (devices or {}).get(name) or dev}
     return {"backends": out}
 
 

@@ -444,7 +444,8 @@ def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, t
     from . import runinfo  # run.json: the machine and versions behind each backend's cells
 
     runinfo.write(out, runinfo.describe({n: (version_of(n), getattr(backend_registry.get(n, isolated=False),
-                                                                    "provider", None)) for n in backend_names}),
+                                                                    "provider", None)) for n in backend_names},
+                                        devices=_devices(backend_names)),
                   keep_existing=resume)
     pending: list[tuple[Case, list[str]]] = []
     total = 0
@@ -503,6 +504,17 @@ def _result(fut, out: Path, hung: dict[tuple[str, str], float], track=lambda: No
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def _devices(names: Sequence[str]) -> dict[str, str]:
+    """The device each backend names itself (a `device()` method: OpenVINO's CPU plugin), for run.json."""
+    out = {}
+    for n in names:
+        ask = getattr(backend_registry.get(n, isolated=False), "device", None)
+        dev = ask() if callable(ask) else None
+        if dev:
+            out[n] = dev
+    return out
 
 
 def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, out: Path, writer, emit,

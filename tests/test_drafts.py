@@ -57,6 +57,15 @@ def _carries(rec, sig):
     return all(k in f and (f[k] not in (0, 0.0, -1, "none") if v == drafts.SET else f[k] == v) for k, v in sig)
 
 
+def test_an_infinite_nmse_titles_its_draft():
+    """results.jsonl keeps NMSE inf (a reference output of zeros) as the string "inf"."""
+    cells = [cell("gqa/zeros", "rt", "mismatch", "output 'output': all outside", nmse=1.0, ragged=1),
+             cell("gqa/zeros", "ref", "pass", ragged=1)]
+    cells[0]["metrics"]["nmse"] = "inf"
+    (d,) = drafts.group(cells)
+    assert drafts.title_of(d).endswith("(NMSE up to inf)")
+
+
 def test_a_named_signature_is_carried_by_no_passing_cell():
     recs = grid()
     # rt also refuses one case with another message, and passes its twin but for the layout

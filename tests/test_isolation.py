@@ -45,3 +45,26 @@ def test_each_failure_kind_keeps_its_own_status(run_cli, tmp_path):
     assert "op X is not implemented" in refuse["message"]
     lie = next(r for r in recs if r["backend"] == "fake-lie")
     assert lie["metrics"]["max_rel"] > 0.009
+
+
+def test_bfloat16_crosses_the_worker_as_bfloat16():
+    """.npz stores ml_dtypes arrays as raw void (|V2): the worker must hand the backend, and the
+    caller, bfloat16 arrays again (the openvino and tract columns run isolated)."""
+    import ml_dtypes
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from harness import backends
+    from harness.backends.base import ModelRef
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [3])],
+                          [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [3])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.array([1.5, -2.0, 3.25], ml_dtypes.bfloat16)
+    b = backends.get("ort-cpu", isolated=True)
+    try:
+        y = b.prepare(ModelRef(model)).run({"x": x})["y"]
+    finally:
+        b.close()
+    assert y.dtype == ml_dtypes.bfloat16 and y.view(np.uint16).tolist() == x.view(np.uint16).tolist()

@@ -62,6 +62,10 @@ FAMILY = Family(
             "the ORT-GenAI request for Gemma-4 (PLE, variable head dims, KV sharing)", k="gemma4g or gemma4s", m="gqa"),
         Row("GQA sliding head 256 (Gemma-4 sliding layers)",
             "the ORT-GenAI request for Gemma-4: sliding (256) vs full attention (512)", k="gemma4s", m="gqa"),
+        Row("GQA decode on a concatenating past, batch 1 (present = past + new rows)",
+            "the optimum / transformers exports' cache form; OpenVINO 2026.4 writes the new rows past the end "
+            "of a past-sized buffer (issue 21)", k="b1", m="gqa_decode and not gqa_shared_buffer "
+            "and not gqa_sliding_cache"),
         Row("Static KV cache buffer (shared past/present)",
             "the hand-built Gemma export with a static KV cache and a prefill/decode split", m="gqa_shared_buffer"),
     ],

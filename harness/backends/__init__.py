@@ -36,6 +36,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "ort-web": ("ort_js", "OrtWeb"),
     "ort-web-chromium": ("ort_js", "OrtWebChromium"),
     "ort-genai": ("ort_genai", "OrtGenai"),
+    "openvino": ("openvino_backend", "OpenVino"),
 }
 
 

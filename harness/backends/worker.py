@@ -164,6 +164,26 @@ class WorkerProcess:
         self._cleanup()
 
 
+def save_arrays(path, arrays: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """np.savez, returning the dtypes .npz cannot carry (ml_dtypes' bfloat16, float8, int4 come
+    back as raw void `|V2`): they travel beside it in the message, by name."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    np.savez(path, **arrays)
+    return {k: a.dtype.name for k, a in arrays.items() if a.dtype.kind == "V"}
+
+
+def load_arrays(path, dtypes: Mapping[str, str]) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files}
+    if dtypes:
+        import ml_dtypes
+
+        for k, name in dtypes.items():
+            if k in out and hasattr(ml_dtypes, name):
+                out[k] = out[k].view(getattr(ml_dtypes, name))
+    return out
+
+
 def _panic_first(tail: str) -> str:
     """A Rust panic or a Python fatal error says what went wrong on its first lines; the
     backtrace after them is noise in a cell."""
@@ -185,19 +205,26 @@ def _raise_from(reply: dict) -> None:
 class IsolatedSession(Session):
     def __init__(self, worker: WorkerProcess):
         self.worker = worker
+        self._restart = False
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         fin = self.worker.next_path("in")
         fout = self.worker.next_path("out")
-        np.savez(fin, **dict(feeds))
-        reply = self.worker.request({"op": "run", "feeds": str(fin), "out": str(fout)})
+        reply = self.worker.request({"op": "run", "feeds": str(fin), "out": str(fout),
+                                     "dtypes": save_arrays(fin, feeds)})
         fin.unlink(missing_ok=True)
         if not reply.get("ok"):
             _raise_from(reply)
-        with np.load(fout, allow_pickle=False) as z:
-            out = {k: z[k] for k in z.files}
+        out = load_arrays(fout, reply.get("dtypes") or {})
         fout.unlink(missing_ok=True)
+        self._restart = self._restart or bool(reply.get("restart"))
         return {k: out[k] for k in reply["outputs"]}
+
+    def close(self) -> None:
+        """A worker whose runtime may have written past a buffer serves no further cell: the next
+        prepare starts a fresh one, so a corrupted heap cannot change another cell's numbers."""
+        if self._restart:
+            self.worker.kill()
 
 
 def isolatable(backend: Backend) -> bool:
@@ -281,8 +308,7 @@ def _serve(name: str, timeout: float = 120.0) -> None:  # pragma: no cover - run
                 if session is None:
                     reply(ok=False, kind="error", message="run before a successful prepare")
                     continue
-                with np.load(msg["feeds"], allow_pickle=False) as z:
-                    feeds = {k: z[k] for k in z.files}
+                feeds = load_arrays(msg["feeds"], msg.get("dtypes") or {})
                 try:
                     result = session.run(feeds)
                 except _Unsupported as e:
@@ -291,8 +317,9 @@ def _serve(name: str, timeout: float = 120.0) -> None:  # pragma: no cover - run
                 except Exception as e:  # noqa: BLE001
                     reply(ok=False, kind="error", message=_describe(e))
                     continue
-                np.savez(msg["out"], **{k: np.asarray(v) for k, v in result.items()})
-                reply(ok=True, outputs=list(result))
+                # a session that saw signs of memory written out of bounds asks for a fresh worker
+                reply(ok=True, outputs=list(result), dtypes=save_arrays(msg["out"], result),
+                      restart=bool(getattr(session, "suspect", "")))
         except Exception:  # noqa: BLE001 - protocol failure: report, keep serving
             reply(ok=False, kind="error", message="worker: " + traceback.format_exc(limit=3))
 
