@@ -114,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     twb.add_argument("name", nargs="?", metavar="NAME")
 
     sub.add_parser("install-js", help="npm ci in js/ (the pinned onnxruntime-node and -web of the ort-node/ort-web columns)")
+    sub.add_parser("install-webgpu", help="the ort-webgpu column's venv: .zoo-envs/ort-webgpu with onnxruntime-webgpu 1.27.0")
 
     be = sub.add_parser("bench", help="time per cell of each backend, as ratios to one baseline, side by side")
     selection(be)
@@ -327,6 +328,12 @@ def cmd_install_js(args) -> int:
     return install_js()
 
 
+def cmd_install_webgpu(args) -> int:
+    from .backends.ort_webgpu import install_webgpu
+
+    return install_webgpu()
+
+
 def cmd_twins(args) -> int:
     from .zoo.build import cmd_twins as run
 
@@ -335,7 +342,7 @@ def cmd_twins(args) -> int:
 
 COMMANDS = {"backends": cmd_backends, "list": cmd_list, "run": cmd_run, "export": cmd_export,
             "report": cmd_report, "check": cmd_check, "locate": cmd_locate, "extract": cmd_extract, "bench": cmd_bench, "twins": cmd_twins,
-            "install-js": cmd_install_js}
+            "install-js": cmd_install_js, "install-webgpu": cmd_install_webgpu}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import backends as backend_registry
 from . import readings, tolerances
-from .backends.base import Backend, Crashed, ModelRef, TimedOut, Unsupported
+from .backends.base import Backend, Crashed, DeviceLacks, ModelRef, TimedOut, Unsupported
 from .bundle import write_bundle
 from .case import Built, Case
 from .compare import clean_for_json, judge_readings, judge_steps
@@ -95,6 +95,8 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
             session = backend.drive(built.driver)
         else:
             session = built.driver.prepare(backend.prepare) if built.driver else backend.prepare(model)
+    except DeviceLacks as e:  # the device cannot run this model (a missing WebGPU feature): not a finding
+        return _record(case, backend, Status.UNAVAILABLE, None, str(e), time.perf_counter() - t0, version)
     except Crashed as e:
         return _record(case, backend, Status.CRASH, None, str(e), time.perf_counter() - t0, version)
     except TimedOut as e:
@@ -107,12 +109,15 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
         latency = _latency_ms(session, built)
     except Unsupported as e:
         return _refused(case, backend, Status.UNSUPPORTED, str(e), time.perf_counter() - t0, version)
+    except DeviceLacks as e:
+        return _record(case, backend, Status.UNAVAILABLE, None, str(e), time.perf_counter() - t0, version)
     except Crashed as e:
         return _record(case, backend, Status.CRASH, None, str(e), time.perf_counter() - t0, version)
     except TimedOut as e:
         return _record(case, backend, Status.TIMEOUT, None, str(e), time.perf_counter() - t0, version)
     except Exception as e:  # noqa: BLE001
-        return _refused(case, backend, Status.ERROR, f"{type(e).__name__}: {e}", time.perf_counter() - t0, version)
+        return _refused(case, backend, Status.ERROR, _labelled(session, f"{type(e).__name__}: {e}"),
+                        time.perf_counter() - t0, version)
     finally:
         try:
             session.close()
@@ -135,9 +140,19 @@ def run_cell(case: Case, backend: Backend, built: Built | None = None, model: Mo
     message = j.message
     if note:
         message = f"{note}; {message}" if message else note
+    if status in (Status.MISMATCH, Status.AMBIGUOUS):
+        message = _labelled(session, message)
     if latency is not None:
         j.metrics["latency_ms"] = latency
     return _record(case, backend, status, j.metrics, message, seconds, version)
+
+
+def _labelled(session, message: str) -> str:
+    """A finding on a device that may itself be at fault (a software WebGPU adapter) starts with
+    the session's `finding_label` ("software adapter: confirm on a GPU"), so the report and the
+    upstream drafts show it."""
+    label = getattr(session, "finding_label", "")
+    return f"{label}; {message}" if label and message else label or message
 
 
 def perf_repeats() -> int:
@@ -252,7 +267,7 @@ def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[
         b = _WORKER_BACKENDS[n]
         avail, version = _WORKER_INFO[n]
         if _INFLIGHT is not None:
-            _INFLIGHT.begin(case.id, n, _cell_limit(built))
+            _INFLIGHT.begin(case.id, n, _cell_limit(built, b))
         rec = run_cell(case, b, built, model, avail, version)
         if rec["status"] != Status.PASS.value and repro_root and built is not None and rec["status"] != Status.UNAVAILABLE.value:
             rec["repro"] = _bundle(case, built, repro_root, n)
@@ -260,13 +275,14 @@ def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[
     return records
 
 
-def _cell_limit(built: Built | None) -> float | None:
+def _cell_limit(built: Built | None, backend: Backend | None = None) -> float | None:
     """What a cell may take before the supervisor kills its worker: --timeout for loading and
-    for each step, as the isolated backends' workers count it. None: no limit known (a zoo
-    decode loop drives its own steps; a case that did not build)."""
+    for each step, as the isolated backends' workers count it (a backend that scales its own
+    limit, a software WebGPU adapter compiling shaders, reports it as `cell_timeout`). None: no
+    limit known (a zoo decode loop drives its own steps; a case that did not build)."""
     if _TIMEOUT is None or built is None or getattr(built, "driver", None) is not None:
         return None
-    return _TIMEOUT * (len(built.feeds) + 1)
+    return max(_TIMEOUT, float(getattr(backend, "cell_timeout", 0.0) or 0.0)) * (len(built.feeds) + 1)
 
 
 def _crash_record(case: Case, name: str, version: str, message: str, repro_root: str,

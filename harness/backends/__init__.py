@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import Backend, Crashed, ModelRef, Session, TimedOut, Unsupported
+from .base import Backend, Crashed, DeviceLacks, ModelRef, Session, TimedOut, Unsupported
 
 
 def _extra() -> dict[str, Callable[[], Backend]]:
@@ -23,7 +23,7 @@ def _extra() -> dict[str, Callable[[], Backend]]:
 
 
 def _registry() -> dict[str, Callable[[], Backend]]:
-    from . import ort, ort_genai, ort_js, reference, tract_backend
+    from . import ort, ort_genai, ort_js, ort_webgpu, reference, tract_backend, webgpu_web
 
     builtin: dict[str, Callable[[], Backend]] = {
         "reference": reference.Reference,
@@ -37,6 +37,8 @@ def _registry() -> dict[str, Callable[[], Backend]]:
         "ort-web": ort_js.OrtWeb,
         "ort-web-chromium": ort_js.OrtWebChromium,
         "ort-genai": ort_genai.OrtGenai,
+        "ort-web-webgpu": webgpu_web.OrtWebWebgpu,
+        "ort-webgpu": ort_webgpu.OrtWebgpu,
     }
     extra = _extra()
     clash = set(extra) & set(builtin)
@@ -80,4 +82,4 @@ def parse_list(spec: str | None, default_available: bool = True) -> list[str]:
     return names()
 
 
-__all__ = ["Backend", "Session", "ModelRef", "Crashed", "TimedOut", "Unsupported", "get", "names", "parse_list"]
+__all__ = ["Backend", "Session", "ModelRef", "Crashed", "DeviceLacks", "TimedOut", "Unsupported", "get", "names", "parse_list"]
