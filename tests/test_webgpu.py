@@ -252,3 +252,23 @@ def test_web_webgpu_version_names_the_adapter():
     _need("ort-web-webgpu")
     v = get("ort-web-webgpu", isolated=False).version()
     assert "WebGPU EP" in v and "adapter " in v and "features:" in v
+
+
+def test_the_main_jobs_subset_is_stable_sampled_and_skips_in_words(monkeypatch):
+    from harness.backends.webgpu_common import SUBSET_EVERY, SUBSET_TWINS, subset_skip
+
+    ids = [f"gqa/case-{i}" for i in range(800)]
+    monkeypatch.delenv("ONNX_COMPAT_WEBGPU_SUBSET", raising=False)
+    assert not any(subset_skip(i, True) for i in ids), "outside the main job every case runs"
+    monkeypatch.setenv("ONNX_COMPAT_WEBGPU_SUBSET", "1")
+    kept = [i for i in ids if not subset_skip(i, True)]
+    assert len(ids) / SUBSET_EVERY * 0.7 < len(kept) < len(ids) / SUBSET_EVERY * 1.3
+    assert kept == [i for i in ids if not subset_skip(i, True)]  # the same cases every run
+    assert not any(subset_skip(i, False) for i in ids), "a GPU adapter runs everything"
+    assert not subset_skip(SUBSET_TWINS[0], True) and "nightly" in subset_skip("zoo/gemma3-optimum-q4", True)
+    backend = _Fake(outputs={})
+    backend.subset_skip = lambda cid: subset_skip(cid, True)
+    dropped = next(i for i in ids if subset_skip(i, True))
+    case = Case(dropped, "webgpu", {}, (), "fp32-gather", lambda rng: None)
+    rec = run_cell(case, backend)
+    assert rec["status"] == "skip" and "ONNX_COMPAT_WEBGPU_SUBSET=0" in rec["message"]

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from .base import Backend, DeviceLacks, ModelRef, Session, Unsupported
 from .ort import OrtSession, _ort
-from .webgpu_common import PROVIDER, SLOW_FACTOR, SOFTWARE_LABEL, f16_unavailable, lacks_f16, placement_note
+from .webgpu_common import (PROVIDER, SLOW_FACTOR, SOFTWARE_LABEL, f16_unavailable, lacks_f16, placement_note,
+                            subset_skip)
 from .worker import IsolatedSession, WorkerProcess
 
 WHEEL = "onnxruntime-webgpu==1.27.0"
@@ -140,6 +141,9 @@ class OrtWebgpu(Backend):
     @cell_timeout.setter
     def cell_timeout(self, value: float) -> None:
         self._cell_timeout = value
+
+    def subset_skip(self, case_id: str) -> str:
+        return subset_skip(case_id, adapter_mode() == "swiftshader")
 
     def available(self) -> tuple[bool, str]:
         if not venv_python().exists():

@@ -65,3 +65,32 @@ def placement_note(placement: Mapping[str, Mapping[str, object]], where: str) ->
         shown = ", ".join(nodes[:12]) + (f", … {len(nodes) - 12} more" if len(nodes) > 12 else "")
         parts.append(f"{v.get('count')} node(s) on {p}" + (f" ({shown})" if shown else ""))
     return f"WebGPU EP ran {placement[PROVIDER].get('count')} node(s); " + "; ".join(parts) + f" ({where})"
+
+
+# ---------------------------------------------------------------------------------------------
+# the main job's subset (a software adapter is ~100x slower per cell than ORT's CPU EP)
+
+#: the main job (`onnx-compat run` with no --backends, -k or -m) runs one op case in this many,
+#: chosen by a hash of the case id (stable, spread over every family), and the twins below; set
+#: ONNX_COMPAT_WEBGPU_SUBSET=0 for everything (the nightly does), or name the column / select cases
+SUBSET_EVERY = 8
+#: one twin per export form that a WebGPU adapter without shader-f16 can run (fp32 and q4 with
+#: fp32 scales): transformers.js' optimum export, the GenAI builder's, the transformers.js Gemma-4
+SUBSET_TWINS = ("zoo/qwen25-optimum-fp32", "zoo/qwen25-optimum-q4", "zoo/gemma3-genai-current-fp32",
+                "zoo/gemma4-tjs-fp32")
+
+
+def subset_skip(case_id: str, software: bool) -> str:
+    """'' when the cell runs; else the `skip` reason of a cell outside the main job's subset."""
+    import hashlib
+    import os
+
+    if not software or os.environ.get("ONNX_COMPAT_WEBGPU_SUBSET") != "1":
+        return ""
+    if case_id.startswith("zoo/"):
+        keep = case_id in SUBSET_TWINS
+    else:
+        keep = int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:4], "little") % SUBSET_EVERY == 0
+    return "" if keep else (
+        f"not in the main job's WebGPU subset (a software adapter: 1 op case in {SUBSET_EVERY} and the twins "
+        f"{', '.join(SUBSET_TWINS)}); the nightly runs every case (ONNX_COMPAT_WEBGPU_SUBSET=0, or --backends/-k/-m)")

@@ -20,7 +20,8 @@ import numpy as np
 
 from .base import ModelRef, Session
 from .ort_js import JsSession, JsWorker, OrtWebChromium, chromium_exe, js_dir
-from .webgpu_common import PROVIDER, SLOW_FACTOR, SOFTWARE_LABEL, f16_unavailable, is_software, lacks_f16, placement_note
+from .webgpu_common import (PROVIDER, SLOW_FACTOR, SOFTWARE_LABEL, f16_unavailable, is_software, lacks_f16,
+                            placement_note, subset_skip)
 
 
 def probe_adapter() -> dict:
@@ -89,6 +90,9 @@ class OrtWebWebgpu(OrtWebChromium):
     def _software(self) -> bool:
         a = probe_adapter()
         return "error" in a or is_software(a)
+
+    def subset_skip(self, case_id: str) -> str:
+        return subset_skip(case_id, self._software())
 
     def available(self) -> tuple[bool, str]:
         ok, why = super().available()
