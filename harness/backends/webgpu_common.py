@@ -4,9 +4,10 @@ label a finding on a software adapter carries.
 
 ORT creates a WebGPU session even when the EP cannot work: natively it logs "Falling back to
 ['CPUExecutionProvider']" and runs every node on the CPU, so a cell that only looked at the
-outputs would be an ORT CPU result under a WebGPU name. Each cell therefore reads where the
-nodes were placed (the session's verbose log in the browser, its profile natively) and is
-`unavailable` when none ran on the WebGPU EP.
+outputs would be an ORT CPU result under a WebGPU name. A session that lost the EP is
+`unavailable` (no adapter); each cell also reads where the nodes were placed (the session's
+verbose log in the browser, its profile natively): the nodes ORT put on the CPU are named, and a
+model none of whose nodes has a WebGPU kernel is `unsupported`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .base import DeviceLacks
+from .base import DeviceLacks, Unsupported
 
 PROVIDER = "WebGpuExecutionProvider"
 #: the label a mismatch or error on a software adapter starts its message with (runner._labelled)
@@ -47,15 +48,18 @@ def is_software(adapter: Mapping[str, object] | str) -> bool:
 
 
 def placement_note(placement: Mapping[str, Mapping[str, object]], where: str) -> str:
-    """The cell's note from {provider: {"count": n, "nodes": ["OpType (name)", ...]}}; raises
-    DeviceLacks when the WebGPU EP ran nothing (ORT fell back to the CPU EP: not a WebGPU cell).
-    An empty `placement` (a model with no node left after optimisation) is not a fallback."""
+    """The cell's note from {provider: {"count": n, "nodes": ["OpType (name)", ...]}} of a session
+    whose WebGPU EP is live (a session that lost the EP, no adapter, is refused before this).
+    Raises Unsupported when every node went to another EP: the WebGPU EP has no kernel for this
+    model's ops, so its outputs would be a CPU result under a WebGPU name. An empty `placement`
+    (no node left after optimisation) says nothing."""
     if not placement:
         return ""
     if PROVIDER not in placement:
-        placed = ", ".join(f"{p}: {v.get('count')}" for p, v in placement.items())
-        raise DeviceLacks(f"the WebGPU EP ran no node of this model ({where}: {placed}): ORT fell back to the CPU, "
-                          "so this is not a WebGPU result (is there a WebGPU adapter? see `onnx-compat backends`)")
+        placed = "; ".join(f"{v.get('count')} on {p} (" + ", ".join(str(n) for n in (v.get("nodes") or [])[:6]) + ")"
+                           for p, v in placement.items())
+        raise Unsupported(f"the WebGPU EP has no kernel for any node of this model: ORT placed them all elsewhere "
+                          f"({placed}; {where}), so there is no WebGPU result to judge")
     cpu = {p: v for p, v in placement.items() if p != PROVIDER}
     if not cpu:
         return ""
