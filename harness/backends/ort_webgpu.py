@@ -105,13 +105,18 @@ print(json.dumps(out))
 """
 
 
-@functools.cache
 def probe() -> dict:
     """What the venv's onnxruntime does on this machine: version, providers, and whether a
-    one-MatMul session keeps the WebGPU EP (stderr holds ORT's own fallback message)."""
+    one-MatMul session keeps the WebGPU EP (stderr holds ORT's own fallback message); asked once
+    per process for each venv and adapter environment."""
+    return _probe(str(venv_python()), json.dumps(vulkan_env(), sort_keys=True))
+
+
+@functools.cache
+def _probe(python: str, env_json: str) -> dict:
     try:
-        r = subprocess.run([str(venv_python()), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=120,
-                           env=dict(os.environ, **vulkan_env()), check=False)
+        r = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, **json.loads(env_json)), check=False)
     except (OSError, subprocess.SubprocessError) as e:
         return {"error": f"the venv's python did not run ({e})"}
     try:
@@ -147,8 +152,8 @@ class OrtWebgpu(Backend):
 
     def available(self) -> tuple[bool, str]:
         if not venv_python().exists():
-            return False, (f"no venv for onnxruntime-webgpu at {venv_dir().name}/ (.zoo-envs/ort-webgpu); run `{INSTALL}` "
-                           f"(python -m venv + pip install {WHEEL})")
+            return False, (f"no venv with onnxruntime-webgpu (.zoo-envs/ort-webgpu, or ONNX_COMPAT_WEBGPU_VENV); run "
+                           f"`{INSTALL}` (python -m venv + pip install {WHEEL})")
         if adapter_mode() == "swiftshader" and swiftshader_dir() is None:
             return False, ("no SwiftShader Vulkan ICD (libvk_swiftshader.so + vk_swiftshader_icd.json) in "
                            f"{', '.join(SWIFTSHADER_DIRS)}: Debian's `apt-get install chromium` ships it (or set "
@@ -292,7 +297,7 @@ def install_webgpu() -> int:
     if rc != 0:
         print(f"onnx-compat install-webgpu: error: pip install exited {rc}; see pip's output above", file=sys.stderr)
         return 3
-    probe.cache_clear()
+    _probe.cache_clear()
     ok, why = OrtWebgpu().available()
     print(f"ort-webgpu  {'available' if ok else 'unavailable: ' + why}")
     return 0
