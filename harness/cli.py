@@ -114,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     twb.add_argument("name", nargs="?", metavar="NAME")
 
     sub.add_parser("install-js", help="npm ci in js/ (the pinned onnxruntime-node and -web of the ort-node/ort-web columns)")
+    sub.add_parser("install-webgpu", help="the ort-webgpu column's venv: .zoo-envs/ort-webgpu with onnxruntime-webgpu 1.27.0")
 
     be = sub.add_parser("bench", help="time per cell of each backend, as ratios to one baseline, side by side")
     selection(be)
@@ -213,6 +214,8 @@ def cmd_run(args) -> int:
     if args.perf < 0:
         raise UsageError(f"--perf {args.perf}: use 0 (off) or a number of timed repetitions")
     os.environ["ONNX_COMPAT_PERF"] = str(args.perf)  # read by run_cell, here and in the worker processes
+    if not (args.backends or args.k or args.m):  # the main job: the WebGPU columns run their subset
+        os.environ.setdefault("ONNX_COMPAT_WEBGPU_SUBSET", "1")
     # cases/zoo.py yields this run's zoo set, here and in --jobs workers (they inherit the environment)
     os.environ["ONNX_COMPAT_ZOO_MODE"], os.environ["ONNX_COMPAT_ZOO_ORACLE"] = args.zoo, args.oracle
     try:
@@ -388,6 +391,12 @@ def cmd_install_js(args) -> int:
     return install_js()
 
 
+def cmd_install_webgpu(args) -> int:
+    from .backends.ort_webgpu import install_webgpu
+
+    return install_webgpu()
+
+
 def cmd_twins(args) -> int:
     from .zoo.build import cmd_twins as run
 
@@ -396,7 +405,7 @@ def cmd_twins(args) -> int:
 
 COMMANDS = {"backends": cmd_backends, "list": cmd_list, "run": cmd_run, "export": cmd_export,
             "report": cmd_report, "check": cmd_check, "locate": cmd_locate, "extract": cmd_extract, "bench": cmd_bench, "twins": cmd_twins,
-            "install-js": cmd_install_js}
+            "install-js": cmd_install_js, "install-webgpu": cmd_install_webgpu}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

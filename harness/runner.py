@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backends as backend_registry
 from . import readings, tolerances
-from .backends.base import Backend, Crashed, KilledFromOutside, ModelRef, TimedOut, Unsupported, external_signal
+from .backends.base import Backend, Crashed, DeviceLacks, KilledFromOutside, ModelRef, TimedOut, Unsupported, external_signal
 from .bundle import write_bundle
 from .case import Built, Case
 from .compare import clean_for_json, judge_readings, judge_steps
@@ -103,6 +103,10 @@ def _run_cell_once(case: Case, backend: Backend, built: Built | None, model: Mod
     zoo_only = getattr(getattr(backend, "inner", backend), "zoo_only", "")
     if zoo_only and case.family != "zoo":
         return _record(case, backend, Status.SKIP, None, zoo_only, 0.0, version)
+    # a column too slow for the main job runs a documented subset there (the WebGPU columns)
+    subset = getattr(getattr(backend, "inner", backend), "subset_skip", None)
+    if ok and subset is not None and (reason := subset(case.id)):
+        return _record(case, backend, Status.SKIP, None, reason, 0.0, version)
     if not ok:
         return _record(case, backend, Status.UNAVAILABLE, None, why, 0.0, version)
     try:
@@ -120,6 +124,8 @@ def _run_cell_once(case: Case, backend: Backend, built: Built | None, model: Mod
             session = built.driver.prepare(backend.prepare) if built.driver else backend.prepare(model)
     except KilledFromOutside:
         raise
+    except DeviceLacks as e:  # the device cannot run this model (a missing WebGPU feature): not a finding
+        return _record(case, backend, Status.UNAVAILABLE, None, str(e), time.perf_counter() - t0, version)
     except Crashed as e:
         return _record(case, backend, Status.CRASH, None, str(e), time.perf_counter() - t0, version)
     except TimedOut as e:
@@ -134,12 +140,15 @@ def _run_cell_once(case: Case, backend: Backend, built: Built | None, model: Mod
         return _refused(case, backend, Status.UNSUPPORTED, str(e), time.perf_counter() - t0, version)
     except KilledFromOutside:
         raise
+    except DeviceLacks as e:
+        return _record(case, backend, Status.UNAVAILABLE, None, str(e), time.perf_counter() - t0, version)
     except Crashed as e:
         return _record(case, backend, Status.CRASH, None, str(e), time.perf_counter() - t0, version)
     except TimedOut as e:
         return _record(case, backend, Status.TIMEOUT, None, str(e), time.perf_counter() - t0, version)
     except Exception as e:  # noqa: BLE001
-        return _refused(case, backend, Status.ERROR, f"{type(e).__name__}: {e}", time.perf_counter() - t0, version)
+        return _refused(case, backend, Status.ERROR, _labelled(session, f"{type(e).__name__}: {e}"),
+                        time.perf_counter() - t0, version)
     finally:
         try:
             session.close()
@@ -164,9 +173,19 @@ def _run_cell_once(case: Case, backend: Backend, built: Built | None, model: Mod
     message = j.message
     if note:
         message = f"{note}; {message}" if message else note
+    if status in (Status.MISMATCH, Status.AMBIGUOUS):
+        message = _labelled(session, message)
     if latency is not None:
         j.metrics["latency_ms"] = latency
     return _record(case, backend, status, j.metrics, message, seconds, version)
+
+
+def _labelled(session, message: str) -> str:
+    """A finding on a device that may itself be at fault (a software WebGPU adapter) starts with
+    the session's `finding_label` ("software adapter: confirm on a GPU"), so the report and the
+    upstream drafts show it."""
+    label = getattr(session, "finding_label", "")
+    return f"{label}; {message}" if label and message else label or message
 
 
 def perf_repeats() -> int:
@@ -281,7 +300,7 @@ def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[
         b = _WORKER_BACKENDS[n]
         avail, version = _WORKER_INFO[n]
         if _INFLIGHT is not None:
-            _INFLIGHT.begin(case.id, n, _cell_limit(built))
+            _INFLIGHT.begin(case.id, n, _cell_limit(built, b))
         rec = run_cell(case, b, built, model, avail, version)
         if rec["status"] != Status.PASS.value and repro_root and built is not None and rec["status"] != Status.UNAVAILABLE.value:
             rec["repro"] = _bundle(case, built, repro_root, n)
@@ -304,13 +323,14 @@ def backend_calls(built: Built) -> int:
     return loads + runs * (1 + perf_repeats())
 
 
-def _cell_limit(built: Built | None) -> float | None:
+def _cell_limit(built: Built | None, backend: Backend | None = None) -> float | None:
     """What a cell may take before the supervisor kills its worker (or, with --in-process, the
     watchdog ends the run): --timeout for every call of the backend, as the isolated backends'
-    workers count them. None: a case that did not build (it runs no backend)."""
+    workers count them (a backend that scales its own limit, a software WebGPU adapter compiling
+    shaders, reports it as `cell_timeout`). None: a case that did not build (it runs no backend)."""
     if _TIMEOUT is None or built is None:
         return None
-    return _TIMEOUT * backend_calls(built)
+    return max(_TIMEOUT, float(getattr(backend, "cell_timeout", 0.0) or 0.0)) * backend_calls(built)
 
 
 class _Named:

@@ -16,9 +16,32 @@ ort.env.wasm.proxy = false;
 ort.env.wasm.numThreads = 1; // a page without cross-origin isolation gets one thread anyway
 ort.env.logLevel = 'error';
 
+// ?ep=webgpu: the WebGPU EP, as transformers.js asks for it with device: 'webgpu'; the session's
+// verbose log (node placements) is kept, so the cell can say which nodes ORT put on the CPU
+const webgpu = new URLSearchParams(location.search).get('ep') === 'webgpu';
+const log = [];
+if (webgpu) {
+  ort.env.logLevel = 'verbose';
+  for (const k of ['log', 'info', 'warn', 'error', 'debug']) {
+    const orig = console[k].bind(console);
+    console[k] = (...args) => { log.push(args.map(String).join(' ')); if (log.length > 20000) log.shift(); orig(...args); };
+  }
+}
+
+async function adapterInfo() {
+  if (!navigator.gpu) return { error: 'navigator.gpu is undefined (WebGPU is off in this browser)' };
+  const a = await navigator.gpu.requestAdapter();
+  if (!a) return { error: 'navigator.gpu.requestAdapter() returned null (no WebGPU adapter)' };
+  const i = a.info || {};
+  return { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description,
+           isFallbackAdapter: a.isFallbackAdapter ?? i.isFallbackAdapter ?? null, features: [...a.features].sort() };
+}
+
 const handle = makeRunner(ort, {
   usePath: false,
-  sessionOptions: { executionProviders: ['wasm'], logSeverityLevel: 3 },
+  sessionOptions: webgpu ? { executionProviders: ['webgpu'], logSeverityLevel: 0, logVerbosityLevel: 0 }
+    : { executionProviders: ['wasm'], logSeverityLevel: 3 },
+  log: webgpu ? log : null,
   readFile: async (p) => {
     const r = await fetch(`/file?p=${encodeURIComponent(p)}`);
     if (!r.ok) throw new Error(`page: cannot fetch ${p} (${r.status})`);
@@ -47,6 +70,7 @@ for (;;) {
     break;
   }
   if (header.op === 'hello') {
+    if (webgpu) reply[0].adapter = await adapterInfo().catch((e) => ({ error: String(e) }));
     reply[0].userAgent = navigator.userAgent;
     reply[0].crossOriginIsolated = self.crossOriginIsolated;
   }

@@ -14,7 +14,29 @@ function describe(e) {
   return text.trim();
 }
 
-export function makeRunner(ort, { readFile, sessionOptions, usePath }) {
+// ORT's verbose log says where nodes went: "Node(s) placed on [CPUExecutionProvider]. Number of
+// nodes: N" followed by one "  OpType (node name)" line per node
+const PLACED = /Node\(s\) placed on \[(\w+)\]\. Number of nodes: (\d+)/;
+const ALL_PLACED = /All nodes placed on \[(\w+)\]\. Number of nodes: (\d+)/;
+
+export function placements(lines) {
+  const out = {};
+  for (let i = 0; i < lines.length; i++) {
+    const all = ALL_PLACED.exec(lines[i]);
+    if (all) { out[all[1]] = { count: Number(all[2]), nodes: [] }; continue; }
+    const m = PLACED.exec(lines[i]);
+    if (!m) continue;
+    const nodes = [];
+    for (let j = i + 1; j < lines.length && nodes.length < Number(m[2]); j++) {
+      const n = /VerifyEachNodeIsAssignedToAnEp\]\s+(\S+ \(.*\))\s*$/.exec(lines[j]);
+      if (n) nodes.push(n[1]);
+    }
+    out[m[1]] = { count: Number(m[2]), nodes };
+  }
+  return out;
+}
+
+export function makeRunner(ort, { readFile, sessionOptions, usePath, log = null }) {
   let session = null;
 
   async function prepare(h) {
@@ -31,12 +53,19 @@ export function makeRunner(ort, { readFile, sessionOptions, usePath }) {
         opts.externalData = await Promise.all(h.external.map(async (p) => ({ path: p, data: await readFile(dir + p) })));
       }
     }
+    if (log) log.length = 0;
     try {
       session = await ort.InferenceSession.create(source, opts);
     } catch (e) {
       return { ok: false, kind: 'unsupported', message: describe(e) };
     }
-    return { ok: true, inputs: session.inputNames, outputs: session.outputNames };
+    const reply = { ok: true, inputs: session.inputNames, outputs: session.outputNames };
+    if (log) {
+      reply.placement = placements(log);
+      reply.logLines = log.length;
+      log.length = 0;
+    }
+    return reply;
   }
 
   async function run(h, payload) {

@@ -4,6 +4,9 @@
 //                             WASM EP, the asyncify binary, in this Node process
 //   node worker.mjs chromium  the same bundle and binary in headless Chromium: this process serves
 //                             page.html from 127.0.0.1 and relays each frame to the page
+//   node worker.mjs chromium-webgpu  the same page with the WebGPU EP (transformers.js' device: 'webgpu'),
+//                             Chromium started with --enable-unsafe-webgpu (a software adapter,
+//                             SwiftShader, where the machine has no GPU)
 // stdout carries frames only: console output goes to stderr. A trap in the WASM module ends the
 // process (the harness records a crash and starts a fresh worker).
 
@@ -85,7 +88,17 @@ async function localRunner() {
 // ---------------------------------------------------------------------------------------------
 // chromium: a localhost server, a headless browser polling it for frames
 
-function chromiumRelay() {
+// Chromium switches for WebGPU headless: --enable-unsafe-webgpu alone gives navigator.gpu an
+// adapter (SwiftShader's Vulkan, "fallback", on a machine without a GPU); ONNX_COMPAT_WEBGPU_ADAPTER=
+// swiftshader forces the software adapter on a machine with a GPU, =system leaves Chromium's choice.
+function webgpuSwitches() {
+  const want = process.env.ONNX_COMPAT_WEBGPU_ADAPTER || 'system';
+  const out = ['--enable-unsafe-webgpu', '--enable-features=Vulkan'];
+  if (want === 'swiftshader') out.push('--use-webgpu-adapter=swiftshader', '--use-angle=swiftshader');
+  return out;
+}
+
+function chromiumRelay(webgpu) {
   const dist = path.dirname(fileURLToPath(import.meta.resolve('onnxruntime-web/webgpu')));
   const queue = []; // frames waiting for the page
   let waiting = null; // the page's pending GET /next
@@ -145,9 +158,10 @@ function chromiumRelay() {
 
   server.listen(0, '127.0.0.1', () => {
     const exe = process.env.ONNX_COMPAT_CHROMIUM || 'chromium';
-    browser = spawn(exe, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    const gpu = webgpu ? webgpuSwitches() : ['--disable-gpu'];
+    browser = spawn(exe, ['--headless', '--no-sandbox', ...gpu, '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-crash-reporter', '--disable-breakpad', `--user-data-dir=${profile}`,
-      `http://127.0.0.1:${server.address().port}/`], { stdio: ['ignore', 'ignore', 'pipe'] });
+      `http://127.0.0.1:${server.address().port}/${webgpu ? '?ep=webgpu' : ''}`], { stdio: ['ignore', 'ignore', 'pipe'] });
     let tail = '';
     browser.stderr.on('data', (c) => { tail = (tail + c).slice(-4000); });
     browser.on('exit', (code, signal) => {
@@ -179,11 +193,11 @@ function fault() {
 }
 
 async function main() {
-  if (!['node', 'web', 'chromium'].includes(mode)) {
-    process.stderr.write('usage: node worker.mjs node|web|chromium\n');
+  if (!['node', 'web', 'chromium', 'chromium-webgpu'].includes(mode)) {
+    process.stderr.write('usage: node worker.mjs node|web|chromium|chromium-webgpu\n');
     process.exit(2);
   }
-  const relay = mode === 'chromium' ? chromiumRelay() : null;
+  const relay = mode.startsWith('chromium') ? chromiumRelay(mode === 'chromium-webgpu') : null;
   const handle = relay ? null : await localRunner();
   let buf = Buffer.alloc(0);
   let busy = Promise.resolve();

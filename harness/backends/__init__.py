@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import Backend, Crashed, ModelRef, Session, TimedOut, Unsupported
+from .base import Backend, Crashed, DeviceLacks, ModelRef, Session, TimedOut, Unsupported
 
 
 def _extra() -> dict[str, Callable[[], Backend]]:
@@ -37,6 +37,8 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "ort-web-chromium": ("ort_js", "OrtWebChromium"),
     "ort-genai": ("ort_genai", "OrtGenai"),
     "openvino": ("openvino_backend", "OpenVino"),
+    "ort-web-webgpu": ("webgpu_web", "OrtWebWebgpu"),
+    "ort-webgpu": ("ort_webgpu", "OrtWebgpu"),
 }
 
 
@@ -92,4 +94,4 @@ def parse_list(spec: str | None, default_available: bool = True) -> list[str]:
     return names()
 
 
-__all__ = ["Backend", "Session", "ModelRef", "Crashed", "TimedOut", "Unsupported", "get", "names", "parse_list"]
+__all__ = ["Backend", "Session", "ModelRef", "Crashed", "DeviceLacks", "TimedOut", "Unsupported", "get", "names", "parse_list"]

@@ -55,6 +55,11 @@ class TimedOut(RuntimeError):
     """The backend gave no answer within the per-cell limit."""
 
 
+class DeviceLacks(RuntimeError):
+    """The device cannot run this model at all (a WebGPU adapter without `shader-f16` handed an
+    fp16 program; no adapter, so ORT fell back to the CPU EP): `unavailable`, never a finding."""
+
+
 class Unsupported(RuntimeError):
     """The backend refused the model; raised from `run` by backends that only type a model
     once concrete input shapes are known (tract), so the refusal is not taken for an error."""

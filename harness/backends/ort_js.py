@@ -119,7 +119,7 @@ class JsWorker:
     def _start(self) -> None:
         self._stderr = tempfile.TemporaryFile(prefix=f"onnx-compat-{self.mode}-")  # noqa: SIM115 - lives with the worker
         env = dict(os.environ, ONNXRUNTIME_NODE_INSTALL_CUDA="skip")
-        if self.mode == "chromium" and chromium_exe():
+        if self.mode.startswith("chromium") and chromium_exe():
             env["ONNX_COMPAT_CHROMIUM"] = chromium_exe() or ""
         self.proc = subprocess.Popen([node_exe() or "node", str(js_dir() / "worker.mjs"), self.mode],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -300,6 +300,7 @@ class OrtJsBackend(Backend):
         if self.mode != "node":
             header["external"] = _external_files(path)
         reply, _ = self._worker.request(header)
+        self.last_prepare = reply  # what the page said beyond ok (the WebGPU column's node placement)
         if not reply.get("ok"):
             message = reply.get("message", "")
             if self._shape_only(path):

@@ -30,7 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .base import Backend, Crashed, KilledFromOutside, ModelRef, Session, TimedOut, Unsupported, external_signal
+from .base import Backend, Crashed, DeviceLacks, KilledFromOutside, ModelRef, Session, TimedOut, Unsupported, external_signal
 
 STDERR_TAIL = 20000
 _PR_SET_PDEATHSIG = 1
@@ -83,10 +83,16 @@ def _signal_name(code: int) -> str:
 class WorkerProcess:
     """A live worker hosting backend `inner` (a registry name)."""
 
-    def __init__(self, inner: str, timeout: float):
-        self.inner = inner
+    def __init__(self, inner: str, timeout: float, python: str | None = None, env: Mapping[str, str] | None = None,
+                 label: str | None = None):
+        """`inner`: a registry name or "module:Class"; `python`/`env`: another interpreter (a
+        column's own venv, e.g. ort-webgpu's) and what it needs in its environment."""
+        self.inner = label or inner
+        self._target = inner
         self.timeout = timeout
-        self.dir = Path(tempfile.mkdtemp(prefix=f"onnx-compat-{inner}-"))
+        self._python = python or sys.executable
+        self._env = dict(env or {})
+        self.dir = Path(tempfile.mkdtemp(prefix=f"onnx-compat-{self.inner}-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.dir), True)
         self.proc: subprocess.Popen | None = None
         self._stderr = None
@@ -95,10 +101,10 @@ class WorkerProcess:
     def _start(self) -> None:
         self._stderr = open(self.dir / "stderr.log", "w+b")
         r, w = os.pipe()
-        env = dict(os.environ, ONNX_COMPAT_WORKER_FD=str(w), ONNX_COMPAT_WORKER_PATH=json.dumps(_import_path()),
+        env = dict(os.environ, **self._env, ONNX_COMPAT_WORKER_FD=str(w), ONNX_COMPAT_WORKER_PATH=json.dumps(_import_path()),
                    ONNX_COMPAT_WORKER_PARENT=str(os.getpid()), ONNX_COMPAT_WORKER_TIMEOUT=repr(self.timeout))
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-u", "-c", _BOOT, self.inner],
+            [self._python, "-I", "-u", "-c", _BOOT, self._target],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
             pass_fds=(w,), env=env, cwd=self.dir,
         )
@@ -199,6 +205,8 @@ def _raise_from(reply: dict) -> None:
     kind, message = reply.get("kind"), reply.get("message", "")
     if kind == "unsupported":
         raise Unsupported(message)
+    if kind == "unavailable":
+        raise DeviceLacks(message)
     raise RuntimeError(message)
 
 
@@ -206,6 +214,7 @@ class IsolatedSession(Session):
     def __init__(self, worker: WorkerProcess):
         self.worker = worker
         self._restart = False
+        self.note = ""  # the worker's session's note (how it ran), as of its last run
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         fin = self.worker.next_path("in")
@@ -218,6 +227,7 @@ class IsolatedSession(Session):
         out = load_arrays(fout, reply.get("dtypes") or {})
         fout.unlink(missing_ok=True)
         self._restart = self._restart or bool(reply.get("restart"))
+        self.note = reply.get("note", "")
         return {k: out[k] for k in reply["outputs"]}
 
     def close(self) -> None:
@@ -270,6 +280,8 @@ class IsolatedBackend(Backend):
         reply = self._worker.request({"op": "prepare", "model": str(Path(model.path).resolve())})
         if not reply.get("ok"):
             kind = reply.get("kind")
+            if kind == "unavailable":
+                raise DeviceLacks(reply.get("message", ""))
             raise Unsupported(reply.get("message", "")) if kind in ("unsupported", "error") else RuntimeError(reply.get("message"))
         return IsolatedSession(self._worker)
 
@@ -279,12 +291,24 @@ class IsolatedBackend(Backend):
             self._worker = None
 
 
+def _load(name: str, timeout: float) -> Backend:
+    """A registry name, or "module:Class" (a backend only a worker in another venv hosts)."""
+    if ":" not in name:
+        from . import get
+
+        return get(name, isolated=False, timeout=timeout)
+    import importlib
+
+    mod, _, cls = name.partition(":")
+    return getattr(importlib.import_module(mod), cls)()
+
+
 def _serve(name: str, timeout: float = 120.0) -> None:  # pragma: no cover - runs in the child
-    from . import get
+    from .base import DeviceLacks as _DeviceLacks
     from .base import Unsupported as _Unsupported
 
     out = os.fdopen(int(os.environ["ONNX_COMPAT_WORKER_FD"]), "w")
-    backend = get(name, isolated=False, timeout=timeout)
+    backend = _load(name, timeout)
     session: Session | None = None
 
     def reply(**kw):
@@ -300,6 +324,9 @@ def _serve(name: str, timeout: float = 120.0) -> None:  # pragma: no cover - run
                 session = None
                 try:
                     session = backend.prepare(ModelRef(path=msg["model"]))
+                except _DeviceLacks as e:
+                    reply(ok=False, kind="unavailable", message=_describe(e))
+                    continue
                 except Exception as e:  # noqa: BLE001 - the backend's words are the finding
                     reply(ok=False, kind="unsupported", message=_describe(e))
                     continue
@@ -314,12 +341,15 @@ def _serve(name: str, timeout: float = 120.0) -> None:  # pragma: no cover - run
                 except _Unsupported as e:
                     reply(ok=False, kind="unsupported", message=_describe(e))
                     continue
+                except _DeviceLacks as e:
+                    reply(ok=False, kind="unavailable", message=_describe(e))
+                    continue
                 except Exception as e:  # noqa: BLE001
                     reply(ok=False, kind="error", message=_describe(e))
                     continue
                 # a session that saw signs of memory written out of bounds asks for a fresh worker
                 reply(ok=True, outputs=list(result), dtypes=save_arrays(msg["out"], result),
-                      restart=bool(getattr(session, "suspect", "")))
+                      restart=bool(getattr(session, "suspect", "")), note=getattr(session, "note", ""))
         except Exception:  # noqa: BLE001 - protocol failure: report, keep serving
             reply(ok=False, kind="error", message="worker: " + traceback.format_exc(limit=3))
 

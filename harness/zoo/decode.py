@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from ..backends.base import Crashed, ModelRef, Session, TimedOut, Unsupported
+from ..backends.base import Crashed, DeviceLacks, ModelRef, Session, TimedOut, Unsupported
 from .schema import Contract, Tokens
 
 ONNX_TO_NP = {onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32, onnx.TensorProto.FLOAT: np.float32,
@@ -193,7 +193,7 @@ class Driven:
         if graph not in self.sessions:
             try:
                 self.sessions[graph] = self._prepare(ModelRef(path=self.root / graph))
-            except (Crashed, TimedOut, Unsupported):
+            except (Crashed, TimedOut, Unsupported, DeviceLacks):
                 raise
             except Exception as e:  # noqa: BLE001 - refused at load: the backend's own words
                 raise Unsupported(f"{graph}: {str(e) or type(e).__name__}") from e
@@ -226,6 +226,17 @@ class Driven:
                     carried[p] = res[q]
             out.append({c.logits: np.asarray(res[c.logits])})
         return out
+
+    @property
+    def note(self) -> str:
+        """Each graph's session's note (how it ran), named by graph when there are several."""
+        notes = [(g, getattr(s, "note", "")) for g, s in self.sessions.items()]
+        notes = [(g, n) for g, n in notes if n]
+        return notes[0][1] if len(self.sessions) == 1 and notes else "; ".join(f"{g}: {n}" for g, n in notes)
+
+    @property
+    def finding_label(self) -> str:
+        return next((lab for s in self.sessions.values() if (lab := getattr(s, "finding_label", ""))), "")
 
     def close(self) -> None:
         for s in self.sessions.values():
