@@ -208,10 +208,25 @@ FULL_EXTRA = [
 ]
 
 
+#: the masks at the lengths real prompts reach (issue 22): causal + key padding over a 128-token
+#: prompt, a chunk on a past, decode on a 600-long past; appended last so no earlier id moves
+LONG_QUICK = [Sc(batch=2, s=128, kv=128, heads=4, head=64, uni=True, mask="pad2d")]
+LONG_FULL = [
+    Sc(batch=1, s=600, kv=600, heads=4, head=64, uni=True),
+    Sc(batch=2, s=64, kv=64, past=64, heads=4, head=64, uni=True, mask="lens"),
+    Sc(batch=2, s=1, kv=1, past=600, heads=4, head=64, uni=True, mask="pad2d"),
+    Sc(batch=2, s=128, kv=128, heads=4, head=64, uni=True, abias="b1st"),
+]
+
+
 def cases(grid_name: str = "quick") -> list[Case]:
     out = [_case(sc, np.float32) for sc in QUICK]
     out += [_case(sc, np.float16) for sc in QUICK[4:8]]
     if grid_name == "full":
         out += [_case(sc, np.float32) for sc in FULL_EXTRA]
         out += [_case(sc, np.float16) for sc in QUICK[:4] + QUICK[8:] + FULL_EXTRA]
+    out += [_case(sc, np.float32) for sc in LONG_QUICK]
+    if grid_name == "full":
+        out += [_case(sc, np.float32) for sc in LONG_FULL]
+        out += [_case(sc, np.float16) for sc in LONG_QUICK + LONG_FULL[1:3]]
     return out

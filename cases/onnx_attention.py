@@ -33,6 +33,8 @@ LAYOUTS = {"mha": (2, 2), "gqa": (4, 2), "mqa": (4, 1)}
 HEAD = 16
 OPTIONS = {"plain": {}, "scale": {"scale": 0.5}, "softcap": {"softcap": 2.0},
            "causal-softcap-scale": {"is_causal": 1, "softcap": 2.0, "scale": 0.5}}
+#: options only the long cases use (is_causal alone, which a runtime without softcap can run)
+LONG_OPTIONS = {"causal": {"is_causal": 1}}
 
 
 def oracle(q, k, v, nq: int, nkv: int, scale: float | None, softcap: float, causal: bool) -> np.ndarray:
@@ -57,14 +59,16 @@ def oracle(q, k, v, nq: int, nkv: int, scale: float | None, softcap: float, caus
     return out.reshape(b, s, nq * HEAD)
 
 
-def _case(opset: int, layout: str, option: str, dtype) -> Case:
+def _case(opset: int, layout: str, option: str, dtype, s: int = 5) -> Case:
+    """s: the sequence length (5 unless a long case says otherwise; only then is it in the id)."""
     nq, nkv = LAYOUTS[layout]
     dt = dtype_name(dtype)
-    cid = f"onnx_attention/attention{opset}-3d-{layout}-q{nq}kv{nkv}-{option}-{dt}"
-    attrs = dict(OPTIONS[option])
+    length = f"-s{s}" if s != 5 else ""
+    cid = f"onnx_attention/attention{opset}-3d-{layout}-q{nq}kv{nkv}-{option}{length}-{dt}"
+    attrs = dict({**OPTIONS, **LONG_OPTIONS}[option])
 
     def make(rng: np.random.Generator) -> Built:
-        b, s = 2, 5
+        b = 2
         q = normal(rng, (b, s, nq * HEAD), dtype)
         k = normal(rng, (b, s, nkv * HEAD), dtype)
         v = normal(rng, (b, s, nkv * HEAD), dtype)
@@ -76,6 +80,8 @@ def _case(opset: int, layout: str, option: str, dtype) -> Case:
 
     feats = {"op": f"Attention-{opset}", "layout": layout, "q_num_heads": nq, "kv_num_heads": nkv,
              "option": option, "dtype": dt}
+    if s != 5:
+        feats["seq"] = s
     marks = ("attention", "onnx_attention") + (("fp16",) if dt == "fp16" else ())
     return Case(cid, "onnx_attention", feats, marks, for_dtype("attention", dt), make)
 
@@ -85,4 +91,9 @@ def cases(grid_name: str = "quick") -> list[Case]:
     out = [_case(24, lay, opt, np.float32) for lay in LAYOUTS for opt in OPTIONS]
     out += [_case(25, lay, opt, np.float32) for lay in LAYOUTS for opt in (OPTIONS if full else ("scale", "softcap"))]
     out += [_case(op, "gqa", "causal-softcap-scale", np.float16) for op in ((24, 25) if full else (24,))]
+    # is_causal at the lengths real prompts reach (issue 22)
+    out += [_case(24, "mqa", "causal", np.float32, s=128)]
+    if full:
+        out += [_case(op, lay, opt, np.float32, s=s) for op in (24, 25) for lay in ("gqa", "mqa")
+                for opt in ("causal", "causal-softcap-scale") for s in (64, 600)]
     return out

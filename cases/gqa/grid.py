@@ -9,6 +9,7 @@ import numpy as np
 from harness.case import Case
 
 from .build import make_case
+from .lengths import length_scenarios
 from .scenario import LAYOUTS, Scenario
 
 
@@ -147,7 +148,7 @@ def _dtype_variants(scs: list[Scenario], full: bool) -> list[Scenario]:
 
 def scenarios(grid_name: str) -> list[Scenario]:
     full = grid_name == "full"
-    scs = _dtype_variants(_base_scenarios(full), full) + _named_scenarios(full)
+    scs = _dtype_variants(_base_scenarios(full), full) + _named_scenarios(full) + length_scenarios(full)
     seen, out = set(), []
     for sc in scs:
         cid = sc.case_id()

@@ -51,10 +51,17 @@ def _graph_inputs(sc: Scenario, q, k, v, cache_k, cache_v, cos, sin, pos, norms=
 
 
 def _attend(g: GraphBuilder, sc: Scenario, qt: str, keys: str, values: str, mask: str, qk_mode: int | None = None) -> str:
-    """The shared epilogue: Attention-23 (scale, softcap, the explicit additive mask), then
-    BNSH -> (B, S, N*H) as the graph output `output`; returns the name of the qk output."""
+    """The shared epilogue: Attention-23 (softcap, the explicit additive mask), then
+    BNSH -> (B, S, N*H) as the graph output `output`; returns the name of the qk output.
+
+    The scale multiplies Q here, in float64, and Attention runs with scale 1: an attribute is
+    float32, and onnx.reference's Attention applies sqrt(scale) to Q and K computed from it in
+    float32, so a scale like 1/8 or 1/sqrt(40) moved every logit by up to ~1e-7 relative (outputs
+    by ~5e-8). Scaling Q first is the same product (softcap and qk_output see scale * q.k)."""
     n, _, h = sc.heads
-    attrs: dict[str, Any] = {"is_causal": 0, "scale": float(sc.scale) if sc.scale else float(1.0 / np.sqrt(h))}
+    scale = float(sc.scale) if sc.scale else 1.0 / np.sqrt(h)
+    qt = g.op("Mul", qt, g.const(np.array(scale, np.float64)))
+    attrs: dict[str, Any] = {"is_causal": 0, "scale": 1.0}
     if sc.softcap:
         attrs["softcap"] = float(sc.softcap)
     if qk_mode is not None:

@@ -59,6 +59,9 @@ class Scenario:
     #: only K is (present_key stores it); "t-arithmetic": the rotation runs in the dtype's own
     #: arithmetic (each product and sum rounded, as RotaryEmbedding on T inputs computes)
     precision: str = "rounded"
+    #: issue 22's length sweep (cases/gqa/lengths.py): carries the mark gqa_long; not part of the id
+    #: or the features, so a sweep scenario equal to an older one keeps that one's marks
+    long: bool = False
 
     @property
     def norm_epsilons(self) -> tuple[float | None, float | None, float | None]:
@@ -120,6 +123,8 @@ class Scenario:
         dt = dtype_name(self.dtype)
         if dt in ("fp16", "bf16"):
             m.append(dt)
+        if self.long:
+            m.append("gqa_long")
         if self.layout == "gemma3" and self.rotary and self.past:
             m.append("seed_gap")
         return tuple(dict.fromkeys(m))
