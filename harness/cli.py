@@ -262,7 +262,7 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
         atomic_write_text(results, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         print(f"located {n} zoo cell(s); their node is in metrics.located", file=sys.stderr)
     if args.no_report:
-        from .matrix import write_matrix
+        from .report.matrix import write_matrix
 
         write_matrix(records, out)
     else:
@@ -287,7 +287,7 @@ def _print_hub_errors(records) -> None:
 
 
 def _print_summary(records) -> None:
-    from .matrix import summary
+    from .report.matrix import summary
 
     for b, counts in summary(records).items():
         print(f"{b:<14} " + "  ".join(f"{s} {n}" for s, n in counts.items()))

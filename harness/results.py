@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import json
 import os
 import re
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -101,9 +103,14 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise ResultsError(f"{path}: no such results file; pass a results.jsonl written by `onnx-compat run`")
     out = []
     try:
-        lines = path.read_bytes().split(b"\n")
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":  # results.jsonl.gz, as reports/latest publishes it
+            data = gzip.decompress(data)
     except OSError as e:
         raise ResultsError(f"{path}: cannot be read ({e.strerror}); pass a readable results.jsonl") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ResultsError(f"{path}: a truncated or damaged gzip file ({e}); pass a whole results.jsonl.gz") from None
+    lines = data.split(b"\n")
     for i, raw in enumerate(lines, 1):
         if not raw.strip():
             continue

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from harness.coverage import collect, holes_by_op, table
+from harness.report.coverage import collect, holes_by_op, table
 
 PINNED = Path(__file__).resolve().parent / "data" / "coverage-holes.json"
 

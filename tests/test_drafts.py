@@ -6,8 +6,10 @@ import json
 import re
 from html.parser import HTMLParser
 
-from harness import drafts, runinfo
-from harness.report import render
+from harness import runinfo
+from harness.report import bugs, drafts, render
+from harness.report.cells import unpacked
+from harness.report.draft_md import markdown
 
 GQA_TOL = {"atol": 2e-05, "rtol": 0.001, "max_nmse": 1e-08, "int_atol": 1.0, "profile": "fp32-attention"}
 BASE = {"phase": "decode", "layout": "gemma3", "ragged": 0, "softcap": 0.0, "do_rotary": 0, "dtype": "fp32"}
@@ -48,8 +50,12 @@ def test_cells_of_one_bug_are_one_draft():
     assert len(refused.cells) == 6 and refused.signature == (("softcap", drafts.SET),)
     assert len(wrong.cells) == 3 and wrong.signature == (("ragged", drafts.SET),)
     assert refused.pure and wrong.pure and wrong.matched == 3
-    assert drafts.title_of(wrong).startswith("com.microsoft.GroupQueryAttention with ragged set: output differs")
-    assert "softcap is unsupported" in drafts.title_of(refused)
+    titles = {d["kind"]: d["title"] for d in bugs.build(grid())}
+    # the title carries the number that makes the finding: the NMSE range and its bound
+    assert titles["mismatch"] == ("com.microsoft.GroupQueryAttention with ragged set: wrong values, NMSE 0.3 to 0.9 "
+                                  "(bound 1e-08)")
+    assert titles["unsupported"] == ("Support com.microsoft.GroupQueryAttention with softcap set: refused "
+                                     "(GroupQueryAttention: softcap is unsupported)")
 
 
 def _carries(rec, sig):
@@ -62,8 +68,11 @@ def test_an_infinite_nmse_titles_its_draft():
     cells = [cell("gqa/zeros", "rt", "mismatch", "output 'output': all outside", nmse=1.0, ragged=1),
              cell("gqa/zeros", "ref", "pass", ragged=1)]
     cells[0]["metrics"]["nmse"] = "inf"
-    (d,) = drafts.group(cells)
-    assert drafts.title_of(d).endswith("(NMSE up to inf)")
+    from harness.report.bugs import merge
+    from harness.report.draft_text import title_of
+
+    (bug,) = merge(drafts.group(cells))
+    assert "NMSE inf" in title_of(bug)
 
 
 def test_a_named_signature_is_carried_by_no_passing_cell():
@@ -77,7 +86,7 @@ def test_a_named_signature_is_carried_by_no_passing_cell():
     for d in ds:
         assert d.pure and d.signature
         assert not [r for r in recs if r["backend"] == "rt" and r["status"] == "pass" and _carries(r, d.signature)]
-    oom = next(d for d in ds if "memory" in drafts.title_of(d))
+    oom = next(d for d in ds if "memory" in d.cells[0]["message"])
     # neither layout=edge nor do_rotary alone excludes the passes: it takes both
     assert oom.signature == (("do_rotary", drafts.SET), ("layout", "edge"))
 
@@ -97,9 +106,9 @@ def test_a_draft_holds_versions_numbers_text_and_command():
     recs = grid()
     info = {"rt": {"date": "2026-11-23 10:00 UTC", "host": "box", "device": "NVIDIA H100 (driver 1)",
                    "packages": {"onnxruntime": "1.32.0"}}}
-    built = {d["kind"]: d for d in drafts.build(recs, info)}
+    built = {d["kind"]: d for d in bugs.build(recs, info)}
     wrong = built["mismatch"]
-    md = drafts.markdown(wrong)
+    md = markdown(wrong)
     assert "`rt 1.0`" in md and "NVIDIA H100" in md and "onnxruntime 1.32.0" in md
     nm = next(n for n in wrong["numbers"] if n["metric"] == "nmse")
     assert (nm["worst"], nm["typical"]) == (0.9, 0.5)  # worst and median of 0.9, 0.3, 0.5
@@ -115,7 +124,7 @@ def test_a_draft_holds_versions_numbers_text_and_command():
     quoted = dict(refused["operator_text"]["parts"])
     assert quoted["softcap"].startswith("Softcap value for attention weights")
     assert "get_all_operator_schema" in refused["operator_text"]["source"]
-    assert "> `softcap`: Softcap value for attention weights" in drafts.markdown(refused)
+    assert "> `softcap`: Softcap value for attention weights" in markdown(refused)
 
 
 HOSTILE = "```\n</textarea><script>alert(1)</script>\n~~~ `x` <img src=x onerror=alert(2)>"
@@ -137,8 +146,8 @@ def _fenced_lines(md):
 
 def test_hostile_strings_in_drafts_are_fenced_and_escaped():
     recs = [cell("gqa/`evil`<b>", "rt", "crash", HOSTILE, repro="/r/x"), cell("gqa/ok", "ref", "pass")]
-    dr = drafts.build(recs)[0]
-    md = drafts.markdown(dr)
+    dr = bugs.build(recs)[0]
+    md = markdown(dr)
     lines = md.splitlines()
     # the whole message, its own fences included, sits inside one fence: nothing in it can close it
     inside = _fenced_lines(md)
@@ -163,7 +172,7 @@ def test_hostile_strings_in_drafts_are_fenced_and_escaped():
 
     p = Tags()
     p.feed(page)
-    assert [t for t, _ in p.tags].count("script") == 6  # the page's own
+    assert [t for t, _ in p.tags].count("script") == 3  # the page's own: two data blocks and the code
     assert not [t for t, a in p.tags if t == "img" or any(k.startswith("on") for k in a)]
     assert "&lt;/textarea&gt;&lt;script&gt;" in page
 
@@ -182,9 +191,10 @@ def test_report_issues_dir_and_run_json_per_column(run_cli, tmp_path):
                 "--issues", tmp_path / "issues", check=0)
     assert "issue drafts" in r.stdout
     files = sorted(p.name for p in (tmp_path / "issues").iterdir())
-    assert files == ["001-rt-groupqueryattention-unsupported.md", "002-rt-groupqueryattention-mismatch.md",
+    # wrong values first, then the feature request
+    assert files == ["001-rt-groupqueryattention-mismatch.md", "002-rt-groupqueryattention-unsupported.md",
                      "README.md"]
-    assert "softcap" in (tmp_path / "issues" / files[0]).read_text()
+    assert "softcap" in (tmp_path / "issues" / files[1]).read_text()
     page = (tmp_path / "rep" / "report.html").read_text()
     summary = page[page.index('id="summary"'):page.index("</table>", page.index('id="summary"'))]
     rows = {m.group(1): m.group(2) for m in re.finditer(r"<tr><td[^>]*>([^<]+)</td>(.*?)</tr>", summary, re.DOTALL)}
@@ -194,8 +204,8 @@ def test_report_issues_dir_and_run_json_per_column(run_cli, tmp_path):
     assert "hsl(120," in rows["ref"] and "hsl(30," in rows["rt"] and "3/12" in rows["rt"]
     assert "3 mismatch, 6 unsupported" in rows["rt"]
     # each finding cell links to its draft
-    data = json.loads(re.search(r'id="cell-data">(.*?)</script>', page, re.DOTALL).group(1))
-    assert data["gqa/ragged-llama"]["rt"]["draft"] == "002-rt-groupqueryattention-mismatch"
+    data = unpacked(re.search(r'id="details-data">(.*?)</script>', page, re.DOTALL).group(1))["cells"]
+    assert data["gqa/ragged-llama"]["rt"]["draft"] == "001-rt-groupqueryattention-mismatch"
     assert "draft" not in data["gqa/ragged-llama"]["ref"]
 
 
@@ -214,14 +224,15 @@ def test_run_writes_run_json(run_cli, tmp_path):
 def test_a_draft_every_runtime_shares_says_check_the_oracle_first():
     recs = [cell("gqa/a", "rt", "mismatch", nmse=0.5), cell("gqa/a", "other", "mismatch", nmse=0.5),
             cell("gqa/a", "reference", "pass"), cell("gqa/b", "rt", "pass"), cell("gqa/b", "other", "pass")]
-    built = drafts.build(recs)
+    built = bugs.build(recs)
     assert len(built) == 2 and all("check the case and its oracle" in d["caution"] for d in built)
-    assert "> **Before filing**: every independent runtime" in drafts.markdown(built[0])
+    assert "> **Before filing**: every independent runtime" in markdown(built[0])
     recs[1] = cell("gqa/a", "other", "pass")
-    assert not drafts.build(recs)[0]["caution"]
-    # a build of the same runtime (rt-noopt next to rt) is no independent evidence
+    assert not bugs.build(recs)[0]["caution"]
+    # a build of the same runtime (rt-noopt next to rt) is no independent evidence: it is the
+    # same bug, one draft listing both builds
     recs[1] = cell("gqa/a", "rt-noopt", "mismatch", nmse=0.5)
-    assert [d["caution"] for d in drafts.build(recs)] == ["", ""]
+    assert [(d["caution"], d["builds"]) for d in bugs.build(recs)] == [("", ["rt", "rt-noopt"])]
 
 
 def test_wrong_values_the_reference_shares_are_not_drafted():
@@ -230,15 +241,15 @@ def test_wrong_values_the_reference_shares_are_not_drafted():
     recs = [cell("zoo/m", "reference", "mismatch", nmse=0.4), cell("zoo/m", "rt", "mismatch", nmse=0.4),
             cell("zoo/m", "rt2", "unsupported", "packed QKV is unsupported"), cell("zoo/n", "rt", "mismatch", nmse=0.3),
             cell("zoo/n", "reference", "pass")]
-    built = drafts.build(recs)
+    built = bugs.build(recs)
     assert [(d["backend"], d["kind"], d["cases"]) for d in built] == [("rt", "mismatch", ["zoo/n"]),
                                                                        ("rt2", "unsupported", ["zoo/m"])]
     # every runtime refusing bf16 is no reason to doubt the case while the reference passes it
     refused = [cell("gqa/c", "rt", "unsupported", "no bf16"), cell("gqa/c", "rt2", "unsupported", "no bf16 either"),
                cell("gqa/c", "reference", "pass")]
-    assert [d["caution"] for d in drafts.build(refused)] == ["", ""]
+    assert [d["caution"] for d in bugs.build(refused)] == ["", ""]
     refused[2] = cell("gqa/c", "reference", "error", "boom")
-    assert all("model is valid" in d["caution"] for d in drafts.build(refused))
+    assert all("model is valid" in d["caution"] for d in bugs.build(refused))
 
 
 def test_run_json_resume_keeps_entries_and_bad_files_read_as_absent(tmp_path):

@@ -3,6 +3,7 @@ the operator text allows (item 3), and refusals the text requires (item 4)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -182,7 +183,7 @@ def _rec(backend, status, **metrics):
 def test_report_counts_and_colours_ambiguous_apart_and_lists_each_ambiguity():
     """Item 3 (report): `ambiguous` is its own column and colour, and the section "where the
     operator text is ambiguous" says which reading each backend takes, quoting the schema."""
-    from harness.matrix import summary
+    from harness.report.matrix import summary
     from harness.report import ambiguity_table, render
 
     recs = [_rec("a", "pass"), _rec("b", "ambiguous", matches_reading=readings.WINDOW0_NO_KEY), _rec("c", "mismatch"),
@@ -193,8 +194,13 @@ def test_report_counts_and_colours_ambiguous_apart_and_lists_each_ambiguity():
                                 "d": {"not compared": 1}}
     r3 = next(a for a in ambiguity_table(recs) if a["id"] == "R3")
     assert r3["rows"] == []  # no cell carries R3's readings
+    from harness.report.cells import unpacked
+
     html = render(recs, env={"packages": {}})
-    assert "Where the operator text is ambiguous" in html and 'class="cell st-ambiguous"' in html
+    assert "Where the operator text is ambiguous" in html and 'class="cell st-' in html
+    grid = unpacked(re.search(r'id="grid-data">(.*?)</script>', html, re.S).group(1))
+    assert [grid["statuses"][c[0]] for row in grid["rows"] for c in row[3] if c] == ["pass", "ambiguous", "mismatch",
+                                                                                     "unsupported"]
     assert ".st-ambiguous" in html and "Default value is -1 meaning unused." in html
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .families import rows as declared_rows
-from .registry import selector
-from .verdict import worst
+from ..families import rows as declared_rows
+from ..registry import selector
+from ..verdict import worst
 
 
 def named_rows(records: list[dict[str, Any]], backends: list[str]) -> list[dict[str, Any]]:
