@@ -94,8 +94,17 @@ def describe(backends: dict[str, tuple[str, str | None]], devices: dict[str, str
     out = {}
     for name, (version, provider) in backends.items():
         dev = gpu if gpu and (provider or "").startswith("CUDA") else m["cpu"]
+        if provider == "WebGpuExecutionProvider":  # the WebGPU adapter, as the column's version names it
+            dev = _webgpu_adapter(version) or dev
         out[name] = {**m, "backend_version": version, "device": (devices or {}).get(name) or dev}
     return {"backends": out}
+
+
+def _webgpu_adapter(version: str) -> str | None:
+    import re
+
+    m = re.search(r"adapter:? (.+?\])", version) or re.search(r"adapter:? ([^;]+)", version)
+    return f"WebGPU adapter {m.group(1)}" if m else None
 
 
 def write(out_dir: str | os.PathLike, info: dict[str, Any], keep_existing: bool = False) -> Path:

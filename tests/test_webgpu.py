@@ -274,3 +274,18 @@ def test_the_main_jobs_subset_is_stable_sampled_and_skips_in_words(monkeypatch):
     case = Case(dropped, "webgpu", {}, (), "fp32-gather", lambda rng: None)
     rec = run_cell(case, backend)
     assert rec["status"] == "skip" and "ONNX_COMPAT_WEBGPU_SUBSET=0" in rec["message"]
+
+
+def test_run_json_names_the_webgpu_adapter_as_the_device():
+    from harness import runinfo
+
+    info = runinfo.describe({
+        "ort-web-webgpu": ("onnxruntime-web 1.31; WebGPU EP; adapter google/swiftshader [software, fallback adapter; "
+                           "no shader-f16; features: subgroups]; Chromium 156", "WebGpuExecutionProvider"),
+        "ort-webgpu": ("onnxruntime-webgpu 1.27.0; adapter: Vulkan SwiftShader (x) [software; no shader-f16]",
+                       "WebGpuExecutionProvider"),
+        "ort-cpu": ("onnxruntime 1.32", "CPUExecutionProvider")})["backends"]
+    assert info["ort-web-webgpu"]["device"] == ("WebGPU adapter google/swiftshader [software, fallback adapter; "
+                                                "no shader-f16; features: subgroups]")
+    assert info["ort-webgpu"]["device"] == "WebGPU adapter Vulkan SwiftShader (x) [software; no shader-f16]"
+    assert "WebGPU" not in info["ort-cpu"]["device"]

@@ -56,8 +56,8 @@ def placement_note(placement: Mapping[str, Mapping[str, object]], where: str) ->
     if not placement:
         return ""
     if PROVIDER not in placement:
-        placed = "; ".join(f"{v.get('count')} on {p} (" + ", ".join(str(n) for n in (v.get("nodes") or [])[:6]) + ")"
-                           for p, v in placement.items())
+        placed = "; ".join(f"{v.get('count')} on {p}" + (" (" + ", ".join(str(n) for n in v["nodes"][:6]) + ")"
+                                                          if v.get("nodes") else "") for p, v in placement.items())
         raise Unsupported(f"the WebGPU EP has no kernel for any node of this model: ORT placed them all elsewhere "
                           f"({placed}; {where}), so there is no WebGPU result to judge")
     cpu = {p: v for p, v in placement.items() if p != PROVIDER}
