@@ -89,3 +89,22 @@ def test_hub_unreachable_gives_each_hub_cell_one_line_at_once(run_cli, tmp_path,
     said = [ln for ln in p.stderr.splitlines() if ln.startswith("zoo/hub/")]
     assert len(said) == 2 and all("hf download" in ln for ln in said), p.stderr
     assert took < 60, f"{took:.0f} s"
+
+
+def test_a_hub_bundle_copies_no_file_from_outside_the_cache(hub, tmp_path):  # noqa: F811
+    """A file beside the graph (where external data would be) that links out of the cache is
+    left out of the bundle and named in case.json, not copied."""
+    from harness.bundle import write_bundle
+
+    cache, _ = hub
+    snap = cache / "models--fixture-org--concat" / "snapshots" / REV
+    graph = next(p for p in snap.rglob("*.onnx"))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the hub's")
+    os.symlink(secret, graph.with_name(graph.name + ".extra"))
+    case = next(c for c in zoo_cases("hub") if c.id == "zoo/hub/fixture-concat")
+    dest = write_bundle(case, case.build(), tmp_path / "bundle")
+    rel = str(graph.relative_to(snap)) + ".extra"
+    assert not (dest / "graphs" / rel).exists()
+    assert json.loads((dest / "case.json").read_text())["left_out"]["files"] == [rel]
+    assert (dest / "graphs" / graph.relative_to(snap)).exists()

@@ -49,6 +49,15 @@ def _graph_outputs(path: Path) -> list[str]:
     return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
 
 
+def _cache_folder(root: Path) -> Path:
+    """What a bundle may read from: a hub snapshot's repo cache folder (models--org--name/, whose
+    blobs/ its links point into), else the twin's own directory."""
+    parts = root.parts
+    if "snapshots" in parts:
+        return Path(os.path.realpath(Path(*parts[: len(parts) - 1 - parts[::-1].index("snapshots")])))
+    return Path(os.path.realpath(root))
+
+
 def write_zoo_bundle(case, built, dest: str | os.PathLike, backend: str = "ort-cpu") -> Path:
     from ..bundle import _encode, _install
 
@@ -58,10 +67,14 @@ def write_zoo_bundle(case, built, dest: str | os.PathLike, backend: str = "ort-c
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         graphs = d.contract.graphs.all()
+        base, left_out = _cache_folder(d.root), []
         for g in graphs:  # the graph and every file beside it that its external data may name
             src = d.root / g
             for p in [src] + [q for q in src.parent.iterdir() if q.is_file() and q.name.startswith(src.name)
                               and q != src]:
+                if not Path(os.path.realpath(p)).is_relative_to(base):  # a link out of the hub cache: not read
+                    left_out.append(str(p.relative_to(d.root)))
+                    continue
                 target = tmp / "graphs" / p.relative_to(d.root)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if p.stat().st_size > LINK_OVER:  # a hub model's weights stay in the hub cache: linked, not copied
@@ -88,6 +101,8 @@ def write_zoo_bundle(case, built, dest: str | os.PathLike, backend: str = "ort-c
                 "outputs": {g: _graph_outputs(d.root / g) for g in graphs},
                 "logits": d.contract.logits, "as_exported": as_exported, "npz_dtypes": {"feeds": dtypes},
                 "tolerance": tol.as_record(), "tolerance_reason": tol.reason}
+        if left_out:
+            meta["left_out"] = {"files": left_out, "why": "links that leave the hub cache; onnx-compat reads none"}
         (tmp / "case.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
         (tmp / "repro.py").write_text(REPRO_PY)
         shutil.copyfile(Path(__file__).parents[1] / "compare.py", tmp / COMPARE_MODULE)
