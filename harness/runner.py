@@ -282,7 +282,7 @@ def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[
         b = _WORKER_BACKENDS[n]
         avail, version = _WORKER_INFO[n]
         if _INFLIGHT is not None:
-            _INFLIGHT.begin(case.id, n, _cell_limit(built))
+            _INFLIGHT.begin(case.id, n, _cell_limit(built, b))
         rec = run_cell(case, b, built, model, avail, version)
         if rec["status"] != Status.PASS.value and repro_root and built is not None and rec["status"] != Status.UNAVAILABLE.value:
             rec["repro"] = _bundle(case, built, repro_root, n)
@@ -305,13 +305,17 @@ def backend_calls(built: Built) -> int:
     return loads + runs * (1 + perf_repeats())
 
 
-def _cell_limit(built: Built | None) -> float | None:
+def _cell_limit(built: Built | None, backend: Backend | None = None) -> float | None:
     """What a cell may take before the supervisor kills its worker (or, with --in-process, the
     watchdog ends the run): --timeout for every call of the backend, as the isolated backends'
-    workers count them. None: a case that did not build (it runs no backend)."""
+    workers count them, plus, for a backend with a worker of its own, that worker's start-up
+    (which its own limits do not count). None: a case that did not build (it runs no backend)."""
     if _TIMEOUT is None or built is None:
         return None
-    return _TIMEOUT * backend_calls(built)
+    from .backends.worker import STARTUP_S
+
+    own_worker = getattr(backend, "isolated", False) or hasattr(backend, "cell_timeout")
+    return _TIMEOUT * backend_calls(built) + (STARTUP_S if own_worker else 0.0)
 
 
 class _Named:
