@@ -327,10 +327,15 @@ def _cell_limit(built: Built | None, backend: Backend | None = None) -> float | 
     """What a cell may take before the supervisor kills its worker (or, with --in-process, the
     watchdog ends the run): --timeout for every call of the backend, as the isolated backends'
     workers count them (a backend that scales its own limit, a software WebGPU adapter compiling
-    shaders, reports it as `cell_timeout`). None: a case that did not build (it runs no backend)."""
+    shaders, reports it as `cell_timeout`), plus, for a backend with a worker of its own, that
+    worker's start-up (which its own limits do not count). None: a case that did not build."""
     if _TIMEOUT is None or built is None:
         return None
-    return max(_TIMEOUT, float(getattr(backend, "cell_timeout", 0.0) or 0.0)) * backend_calls(built)
+    from .backends.worker import STARTUP_S
+
+    own_worker = getattr(backend, "isolated", False) or hasattr(backend, "cell_timeout")
+    per_call = max(_TIMEOUT, float(getattr(backend, "cell_timeout", 0.0) or 0.0))
+    return per_call * backend_calls(built) + (STARTUP_S if own_worker else 0.0)
 
 
 class _Named:

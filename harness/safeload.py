@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-#: everything an .npz of one bundle may hold once decompressed; a repro bundle's feeds and expected
-#: outputs are far smaller (the largest twin bundle holds a few MB). ONNX_COMPAT_MAX_NPZ_BYTES raises it.
-MAX_NPZ_BYTES = 1 << 30
+#: everything an .npz of one bundle may hold once decompressed. A repro bundle's feeds and expected
+#: outputs are far smaller: a twin's bundle holds a few MB, a hub model's expected logits for a
+#: 262k vocabulary about 1 MB per token. ONNX_COMPAT_MAX_NPZ_BYTES raises it.
+MAX_NPZ_BYTES = 256 << 20
 
 
 def npz_limit() -> int:

@@ -33,6 +33,8 @@ import numpy as np
 from .base import Backend, Crashed, DeviceLacks, KilledFromOutside, ModelRef, Session, TimedOut, Unsupported, external_signal
 
 STDERR_TAIL = 20000
+#: how long a worker may take to start (import Python, numpy, the runtime) before its first request
+STARTUP_S = 120.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -110,6 +112,28 @@ class WorkerProcess:
         )
         os.close(w)
         self._reply = os.fdopen(r, "rb")
+        self._await_ready()
+
+    def _await_ready(self) -> None:
+        """The worker says it is ready once Python and the backend's modules are loaded: that
+        start-up (seconds on a loaded machine) is not the backend's time, so --timeout counts
+        from here. A worker that dies or never gets there is the harness's failure, said so."""
+        assert self.proc is not None
+        deadline = time.monotonic() + max(STARTUP_S, self.timeout)
+        fd = self._reply.fileno()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if ready:
+                line = self._reply.readline()
+                if line and json.loads(line).get("ready"):
+                    return
+                code = self.proc.wait()
+                tail = _panic_first(self._stderr_tail())
+                self.kill()
+                raise Crashed(f"the {self.inner} worker {_signal_name(code)} while starting"
+                              + (f"; stderr: {tail}" if tail else ""))
+        self.kill()
+        raise TimedOut(f"the {self.inner} worker did not start within {max(STARTUP_S, self.timeout):g} s; worker killed")
 
     def _stderr_tail(self) -> str:
         if self._stderr is None:
@@ -314,6 +338,9 @@ def _serve(name: str, timeout: float = 120.0) -> None:  # pragma: no cover - run
     def reply(**kw):
         out.write(json.dumps(kw) + "\n")
         out.flush()
+
+    backend.available()  # load the runtime's modules now: part of starting, not of the first cell
+    reply(ready=True)
 
     for raw in sys.stdin:
         msg = json.loads(raw)
