@@ -120,7 +120,16 @@ def _to_tensor(ov, a: np.ndarray):
 
 
 def _from_tensor(t) -> np.ndarray:
-    name = _ML_DTYPE_OF.get(t.element_type.get_type_name())
+    kind = t.element_type.get_type_name()
+    if kind in ("i4", "u4"):  # two to a byte, element 0 in the low nibble
+        import ml_dtypes
+
+        packed = np.array(t.data, copy=True).view(np.uint8).reshape(-1)
+        vals = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(-1)[:int(np.prod(t.shape))]
+        if kind == "i4":
+            return ((vals.astype(np.int8) ^ 8) - 8).astype(ml_dtypes.int4).reshape(list(t.shape))
+        return vals.astype(ml_dtypes.uint4).reshape(list(t.shape))
+    name = _ML_DTYPE_OF.get(kind)
     if name is None:
         return np.array(t.data, copy=True)
     import ml_dtypes
