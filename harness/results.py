@@ -62,12 +62,19 @@ def lock_out_dir(out: str | os.PathLike) -> Iterator[None]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write_chunks(path, (data,))
+
+
+def atomic_write_chunks(path: str | os.PathLike, chunks: Iterable[bytes | str]) -> None:
+    """Write chunks (text as UTF-8) to a temporary file beside `path`, then rename it over:
+    a large file (matrix.json of 100 000 cells) is never held whole, and never seen half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk.encode("utf-8") if isinstance(chunk, str) else chunk)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -101,7 +108,6 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise ResultsError(f"{path}: no such results file; pass a results.jsonl written by `onnx-compat run`")
-    out = []
     try:
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":  # results.jsonl.gz, as reports/latest publishes it
@@ -111,26 +117,81 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ResultsError(f"{path}: a truncated or damaged gzip file ({e}); pass a whole results.jsonl.gz") from None
     lines = data.split(b"\n")
-    for i, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
+    del data
+    out: list[dict[str, Any]] = []
+    share = _Sharer()
+    for start in range(0, len(lines), _CHUNK):
+        for i, raw, rec in _parse_chunk(path, lines, start, min(len(lines), start + _CHUNK)):
+            _validate(rec, f"{path}:{i}", raw)
+            out.append(share(rec))
+    return out
+
+
+#: lines parsed by one json.loads call: its key memo is shared by the chunk's records, so a
+#: 100 000-cell file holds each key string a few dozen times, not once per record
+_CHUNK = 2000
+
+
+def _parse_chunk(path: Path, lines: list[bytes], start: int, stop: int):
+    """(line number, raw line, record) for lines[start:stop]; a chunk that does not parse whole
+    (a bad line, the partial tail of a killed run) is parsed line by line for its message."""
+    idx = [i for i in range(start, stop) if lines[i].strip()]
+    try:
+        text = (b"[" + b",".join(lines[i] for i in idx) + b"]").decode("utf-8", errors="replace")
+        recs = json.loads(text, parse_constant=_no_constant)
+        if len(recs) == len(idx) and all(type(r) is dict for r in recs):
+            return [(i + 1, lines[i], r) for i, r in zip(idx, recs)]
+    except ValueError:
+        pass
+    out = []
+    for i in idx:
         try:  # bytes that are not UTF-8 become U+FFFD: a message is kept, not the whole file lost
-            rec = json.loads(raw.decode("utf-8", errors="replace"), parse_constant=_no_constant)
+            rec = json.loads(lines[i].decode("utf-8", errors="replace"), parse_constant=_no_constant)
         except ValueError as e:
-            if i == len(lines):
+            if i == len(lines) - 1:
                 break  # the partial tail a killed run leaves
             why = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
-            raise ResultsError(f"{path}:{i}: not a JSON object ({why}); is this a results.jsonl?") from None
-        _validate(rec, f"{path}:{i}")
-        out.append(rec)
+            raise ResultsError(f"{path}:{i + 1}: not a JSON object ({why}); is this a results.jsonl?") from None
+        out.append((i + 1, lines[i], rec))
     return out
+
+
+class _Sharer:
+    """Cells of one case carry equal features and marks, and most cells one of a few tolerance
+    profiles and version strings: one object each, shared (nothing mutates them in place)."""
+
+    def __init__(self):
+        self.by_case: dict[str, tuple[Any, Any]] = {}
+        self.tols: dict[Any, dict[str, Any]] = {}
+        self.strings: dict[str, str] = {}
+
+    def __call__(self, rec: dict[str, Any]) -> dict[str, Any]:
+        for k in ("backend", "family", "status", "backend_version"):
+            v = rec.get(k)
+            if type(v) is str:
+                rec[k] = self.strings.setdefault(v, v)
+        tol = rec.get("tolerance")
+        if type(tol) is dict:
+            try:
+                rec["tolerance"] = self.tols.setdefault(tuple(tol.items()), tol)
+            except TypeError:  # an unhashable value: keep it as it is
+                pass
+        prev = self.by_case.get(rec["case_id"])
+        if prev is not None:
+            if rec.get("features") == prev[0]:
+                rec["features"] = prev[0]
+            if rec.get("marks") == prev[1]:
+                rec["marks"] = prev[1]
+        else:
+            self.by_case[rec["case_id"]] = (rec.get("features"), rec.get("marks"))
+        return rec
 
 
 def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number; results hold finite numbers or null")
 
 
-def _validate(rec: Any, where: str) -> None:
+def _validate(rec: Any, where: str, raw: bytes | None = None) -> None:
     """What `report` and `--resume` rely on; the writer never writes anything else."""
     from .verdict import ALL_STATUSES
 
@@ -143,15 +204,31 @@ def _validate(rec: Any, where: str) -> None:
     if status not in ALL_STATUSES:
         what = "no status" if status is None else f"unknown status {status!r}"
         raise ResultsError(f"{where}: {what}; a status is one of {', '.join(ALL_STATUSES)}: fix or drop that line")
-    try:
-        json.dumps(rec, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ResultsError(f"{where}: a string holds a lone UTF-16 surrogate (an escape like \\ud800); "
-                           "fix or drop that line") from None
+    if raw is None or _ESCAPED_SURROGATE.search(raw):
+        try:
+            json.dumps(rec, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ResultsError(f"{where}: a string holds a lone UTF-16 surrogate (an escape like \\ud800); "
+                               "fix or drop that line") from None
+    if _plain_cell(rec):
+        return  # what the writer writes: the types pydantic would accept, checked in a few µs
     try:
         parse(rec)
     except CellError as e:
         raise ResultsError(f"{where}: {e}; fix or drop that line") from None
+
+
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_TYPES = {"family": str, "features": dict, "marks": list, "backend_version": str, "metrics": dict, "message": str}
+
+
+def _plain_cell(rec: dict[str, Any]) -> bool:
+    """True where every field has exactly the type the writer gives it (then `parse` would
+    accept the record as it is); anything else goes through pydantic for its one-line message."""
+    return (all(type(rec.get(k, t())) is t for k, t in _TYPES.items())
+            and all(type(m) is str for m in rec.get("marks", ()))
+            and type(rec.get("seconds", 0.0)) in (float, int)
+            and type(rec.get("tolerance")) in (dict, type(None)) and type(rec.get("repro")) in (str, type(None)))
 
 
 #: results.jsonl is flushed to the kernel as each cell ends (a killed run loses at most the cell

@@ -172,9 +172,15 @@ def test_hostile_strings_in_drafts_are_fenced_and_escaped():
 
     p = Tags()
     p.feed(page)
-    assert [t for t, _ in p.tags].count("script") == 3  # the page's own: two data blocks and the code
+    assert [t for t, _ in p.tags].count("script") == 4  # the page's own: three data blocks and the code
     assert not [t for t, a in p.tags if t == "img" or any(k.startswith("on") for k in a)]
-    assert "&lt;/textarea&gt;&lt;script&gt;" in page
+    # a draft's body is HTML the report escaped, inflated into the page when the draft opens
+    bodies = unpacked(re.search(r'id="drafts-data">(.*?)</script>', page, re.S).group(1))
+    body = bodies[dr["id"]]
+    assert "&lt;/textarea&gt;&lt;script&gt;" in body
+    q = Tags()
+    q.feed(body)
+    assert not [t for t, a in q.tags if t in ("img", "script") or any(k.startswith("on") for k in a)]
 
 
 def test_report_issues_dir_and_run_json_per_column(run_cli, tmp_path):

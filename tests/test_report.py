@@ -49,10 +49,10 @@ def test_hostile_strings_are_escaped(run_cli, tmp_path):
     page = (tmp_path / "r" / "report.html").read_text()
     p = Tags()
     p.feed(page)
-    assert [t for t, _ in p.tags].count("script") == 3  # only the page's own: 2 data blocks + code
+    assert [t for t, _ in p.tags].count("script") == 4  # only the page's own: 3 data blocks + code
     assert not [t for t, a in p.tags if t in ("img", "svg") or any(k.startswith("on") for k in a)]
     blocks = {}
-    for block in ("grid-data", "details-data"):
+    for block in ("grid-data", "details-data", "drafts-data"):
         data = re.search(rf'<script type="application/gzip-base64" id="{block}">(.*?)</script>', page, re.S).group(1)
         assert re.fullmatch(r"[A-Za-z0-9+/=]+", data)  # base64: nothing in it can close the script tag
         blocks[block] = unpacked(data)
@@ -60,7 +60,9 @@ def test_hostile_strings_are_escaped(run_cli, tmp_path):
     decoded = blocks["details-data"]["cells"]
     messages = [c.get("message") for row in decoded.values() for c in row.values()]
     assert HOSTILE[2] in messages
-    assert html.escape("<b>case0</b>") in page
+    # the case id is text wherever it shows: escaped in the drafts' bodies, never a tag
+    assert any(html.escape("<b>case0</b>") in b for b in blocks["drafts-data"].values())
+    assert not any("<b>case0</b>" in b for b in blocks["drafts-data"].values())
     # undecodable bytes become replacement characters, not a crash and not dropped
     assert any("\ufffd" in (m or "") for m in messages)
 
@@ -193,8 +195,10 @@ def test_details_and_drafts_render_as_tables(run_cli, tmp_path):
     p.feed(page)
     ids = {a.get("id"): t for t, a in p.tags}
     assert ids["d-metrics"] == "table" and ids["d-features"] == "ul" and ids["d-message-first"] == "p"
-    drafts = re.findall(r'<details class="draft" id="draft-([^"]+)">(.*?)</textarea>', page, re.S)
-    assert [d for d, _ in drafts] == ["001-rt-groupqueryattention-mismatch", "002-rt-groupqueryattention-unsupported"]
+    ids = re.findall(r'<details class="draft" id="draft-([^"]+)">', page)
+    assert ids == ["001-rt-groupqueryattention-mismatch", "002-rt-groupqueryattention-unsupported"]
+    bodies = unpacked(re.search(r'id="drafts-data">(.*?)</script>', page, re.S).group(1))
+    drafts = [(i, bodies[i]) for i in ids]
     numbers = _table(re.search(r'<table class="numbers">(.*?)</table>', drafts[0][1], re.S).group(1))
     assert numbers[0] == ["metric", "worst", "typical (median)", "bound"]
     assert numbers[1] == ["nmse", "0.9", "0.5", "max_nmse 1e-08"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import zlib
 from typing import Any
 
 #: zoo grade -> (short label, css class); the order is the legend's
@@ -104,6 +105,19 @@ def packed(obj: Any) -> str:
     (no network, works from file://). Base64 cannot hold '<', so no string can close the tag."""
     raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str).encode("utf-8")
     return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
+
+
+def packed_parts(parts) -> str:
+    """`packed` for JSON text given in pieces (the details of 100 000 cells are compressed as
+    they are made, never held whole)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip stream, as DecompressionStream("gzip") reads
+    chunks = [z.compress(p.encode("utf-8")) for p in parts]
+    chunks.append(z.flush())
+    return base64.b64encode(b"".join(chunks)).decode("ascii")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str)
 
 
 def unpacked(text: str) -> Any:

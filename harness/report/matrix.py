@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..results import atomic_write_text
+from ..results import atomic_write_chunks, atomic_write_text
 from ..verdict import ALL_STATUSES
 
 #: what a matrix cell keeps of a record's metrics (matrix.json, the report's cell table)
@@ -76,7 +76,12 @@ class Matrix:
     def write(self, out_dir) -> None:
         out = Path(out_dir)
         atomic_write_text(out / "matrix.csv", self.to_csv())
-        atomic_write_text(out / "matrix.json", json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n")
+        # one row per line: readable, diffable, and written by json's C encoder (indent is not)
+        d = self.to_json()
+        rows = d.pop("rows")
+        head = json.dumps(d, ensure_ascii=False)[:-1] + ', "rows": [\n'
+        atomic_write_chunks(out / "matrix.json", (head, *((",\n" if i else "") + json.dumps(r, ensure_ascii=False)
+                                                          for i, r in enumerate(rows)), "\n]}\n"))
 
 
 def summary(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:

@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..results import atomic_write_text
 from ..verdict import ALL_STATUSES
-from .cells import GRADES, details, matrix_label, packed
+from .cells import GRADES, details, dumps, matrix_label, packed, packed_parts
 from .matrix import Matrix, write_matrix
 from .sections import ambiguity_table, diff, family_summary, judged, pass_scale, zoo_grid
 
@@ -50,6 +50,20 @@ def grid_data(mx: Matrix) -> dict[str, Any]:
     return {"backends": mx.backends, "statuses": ALL_STATUSES, "families": fams, "marks": marks, "rows": rows}
 
 
+def _details_json(records: list[dict[str, Any]], mx: Matrix, draft_of: dict, tolerances: dict):
+    """The details blob's JSON text, case by case: {"cells": {case: {backend: details}},
+    "features": {case: features}, "tolerances": {profile: bounds}, "versions": {backend: version}}."""
+    index = {(r["case_id"], r["backend"]): r for r in records}
+    yield '{"cells":{'
+    for n, row in enumerate(mx.rows):
+        cid = row["case_id"]
+        per = {b: details(index[cid, b], c["repro"], draft_of.get((cid, b))) for b, c in row["cells"].items()}
+        yield ("," if n else "") + dumps(row["case_id"]) + ":" + dumps(per)
+    yield '},"features":{'
+    yield ",".join(dumps(row["case_id"]) + ":" + dumps(row["features"]) for row in mx.rows)
+    yield '},"tolerances":' + dumps(tolerances) + ',"versions":' + dumps(mx.versions) + "}"
+
+
 def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None,
            title: str = "onnx-compat report", env: dict[str, Any] | None = None,
            run_info: dict[str, dict[str, Any]] | None = None, drafts: list[dict[str, Any]] | None = None,
@@ -66,11 +80,8 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
         drafts = build(records, run_info)
     draft_of = {(cid, b): d["id"] for d in drafts for b, cids in d["cases_by_build"].items() for cid in cids}
     mx = matrix or Matrix.of(records)
+    body = jenv.get_template("draft_body.html.j2")
     order = mx.backends
-    cells: dict[str, dict[str, Any]] = {}
-    for r in records:
-        cells.setdefault(r["case_id"], {})[r["backend"]] = details(r, r.get("repro"), draft_of.get((r["case_id"], r["backend"])))
-    features = {row["case_id"]: row["features"] for row in mx.rows}
     tolerances = {(r.get("tolerance") or {}).get("profile"): r.get("tolerance") for r in records}
     return jenv.get_template("report.html.j2").render(
         title=title, backends=order, versions=mx.versions, summary=mx.summary, statuses=ALL_STATUSES,
@@ -80,11 +91,11 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
         diff=diff(records, baseline) if baseline is not None else None, grades=GRADES,
         zoo=zoo_grid(records, order), families=family_summary(records, order),
         ambiguities=ambiguity_table(records), run_info=run_info or {}, drafts=drafts,
-        drafts_md={d["id"]: markdown(d) for d in drafts}, coverage=coverage, noise=noise_count(records),
+        coverage=coverage, noise=noise_count(records),
+        drafts_blob=packed({d["id"]: body.render(d=d, md=markdown(d)) for d in drafts}),
         named_rows=named_rows(records, order), feature_rows=feature_table(records),
         grid_blob=packed(grid_data(mx)),
-        details_blob=packed({"cells": cells, "features": features, "tolerances": tolerances,
-                             "versions": mx.versions}),
+        details_blob=packed_parts(_details_json(records, mx, draft_of, tolerances)),
     )
 
 

@@ -16,13 +16,16 @@ def named_rows(records: list[dict[str, Any]], backends: list[str]) -> list[dict[
     for row in declared_rows():
         entry = merged.setdefault(row.name, {"source": row.source, "preds": []})
         entry["preds"].append(selector(row.k, row.m, check_marks=False))
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for r in records:  # a selection speaks of cases: each is tested once, not once per column
+        by_case.setdefault(r.get("case_id", ""), []).append(r)
     rows = []
     for name, entry in merged.items():
         cells: dict[str, dict[str, Any]] = {}
         n_cases = set()
-        for r in records:
-            if not any(p(r.get("case_id", ""), r.get("marks") or ()) for p in entry["preds"]):
-                continue
+        chosen = [r for cid, recs in by_case.items()
+                  if any(p(cid, recs[0].get("marks") or ()) for p in entry["preds"]) for r in recs]
+        for r in chosen:
             n_cases.add(r["case_id"])
             c = cells.setdefault(r["backend"], {"counts": {}, "example": None})
             c["counts"][r["status"]] = c["counts"].get(r["status"], 0) + 1
