@@ -245,11 +245,11 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
     if results.exists() and not args.resume:
         raise UsageError(f"{results} exists; pass --resume to continue that run, or choose another --out")
     print(f"onnx-compat run: {len(cases)} cases × {len(names)} backends ({', '.join(names)}) -> {out}", file=sys.stderr)
-    from .constraints import drift
+    from .constraints import drift_lines
+    from .zoo.hub import fetch_failures
 
-    for pkg, (have, want) in sorted(drift().items()):  # recorded in run.json too; said here so it is not silent
-        print(f"onnx-compat run: {pkg} {have} is installed, constraints.txt pins {want}: verdicts may differ from a "
-              "pinned install (pip install -c constraints.txt -e .)", file=sys.stderr)
+    for line in drift_lines():  # recorded in run.json too; said here so it is not silent
+        print(f"onnx-compat run: {line}", file=sys.stderr)
     summary = execute(cases, names, out, resume=args.resume, shard=shard, jobs=args.jobs, isolate=args.isolate,
                       timeout=args.timeout, grid=args.grid or os.environ.get("ONNX_COMPAT_GRID", "quick"),
                       progress=not args.quiet, in_process=args.in_process)
@@ -268,22 +268,11 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
     else:
         write_report(records, out)
     _print_summary(records)
-    _print_hub_errors(records)
+    for line in fetch_failures(records):  # a hub model that could not be fetched: why, and the fix
+        print(line, file=sys.stderr)
     print(f"{summary['cells_run']} cells run ({summary['resumed']} resumed) -> {results}, {out / 'matrix.csv'}"
           + ("" if args.no_report else f", {out / 'report.html'}"), file=sys.stderr)
     return EXIT_OK
-
-
-def _print_hub_errors(records) -> None:
-    """A hub model that could not be fetched (offline, unreachable, unpinned, tampered): one line
-    per model, the reason and the fix, so the console says it and not only results.jsonl."""
-    seen = set()
-    for r in records:
-        cid = r.get("case_id", "")
-        if cid.startswith("zoo/hub/") and r.get("status") == "error" and cid not in seen:
-            seen.add(cid)
-            lines = (r.get("message") or "").strip().splitlines()
-            print(f"{cid}: {lines[-1] if lines else 'error'}", file=sys.stderr)
 
 
 def _print_summary(records) -> None:
@@ -339,8 +328,7 @@ def cmd_export(args) -> int:
         raise UsageError(f"unknown case id {args.case_id!r}{hint}")
     case = cases[args.case_id]
     write_bundle(case, case.build(), dest)
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(dest).iterdir() if not p.name.startswith("."))
-    print(f"wrote {dest}/ ({', '.join(names)})")
+    print(f"wrote {dest}/ ({', '.join(sorted(p.name + ('/' if p.is_dir() else '') for p in Path(dest).iterdir()))})")
     return EXIT_OK
 
 

@@ -75,6 +75,12 @@ def drift(path: Path = FILE) -> dict[str, tuple[str, str]]:
     return out
 
 
+def drift_lines(path: Path = FILE) -> list[str]:
+    """One line per drifted package, for the start of a run."""
+    return [f"{name} {have} is installed, {path.name} pins {want}: verdicts may differ from a pinned install "
+            f"(pip install -c {path.name} -e .)" for name, (have, want) in sorted(drift(path).items())]
+
+
 def render(old: dict[str, str]) -> tuple[str, list[str]]:
     """The file's text from the installed versions (a package not installed keeps its old pin)."""
     lines = ["# Exact versions of what decides a verdict (harness/constraints.py says why each is here).",

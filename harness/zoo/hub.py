@@ -118,6 +118,18 @@ def need_network(entry: ZooModel) -> None:
                        f"{what} not in the hub cache; fetch where it is reachable with `{cmd}`")
 
 
+def fetch_failures(records) -> list[str]:
+    """One line per hub model whose cell is an error (offline, unreachable, unpinned, tampered):
+    the reason and the fix, for the console, so it is not only in results.jsonl."""
+    out: dict[str, str] = {}
+    for r in records:
+        cid = r.get("case_id", "")
+        if cid.startswith("zoo/hub/") and r.get("status") == "error" and cid not in out:
+            lines = (r.get("message") or "").strip().splitlines()
+            out[cid] = f"{cid}: {lines[-1] if lines else 'error'}"
+    return list(out.values())
+
+
 def fetch(entry: ZooModel, log=sys.stderr) -> Path:
     """Every file of the entry in the local cache, verified; returns the folder the contract's
     paths are relative to (the snapshot, plus the entry's subfolder)."""
