@@ -153,6 +153,10 @@ class OpenVinoSession(Session):
         self._inputs = [(i, port.get_names()) for i, port in enumerate(self._compiled.inputs)]
         self._out_names = self._output_names([o.name for o in graph.output])
         self._declared = {o.name: _static_shape(o) for o in graph.output}
+        # GroupQueryAttention nodes whose total_sequence_length is a feed and present_key an output:
+        # present must hold that many rows unless OpenVINO wrote the new ones past its end
+        self._gqa = [(n.input[6], n.output[1]) for n in graph.node if n.op_type == "GroupQueryAttention"
+                     and len(n.input) > 6 and len(n.output) > 1 and n.input[6] and n.output[1]]
         #: set when an output's shape differs from the model's static declaration: the sign of the
         #: GroupQueryAttention bug that writes past a buffer, so the worker is replaced (worker.py)
         self.suspect = ""
@@ -182,6 +186,10 @@ class OpenVinoSession(Session):
             want = self._declared.get(n)
             if want is not None and list(a.shape) != want:
                 self.suspect = f"output {n!r} has shape {list(a.shape)}, the model declares {want}"
+        for total, present in self._gqa:
+            if total in feeds and present in out and out[present].ndim == 4 \
+                    and out[present].shape[2] < int(np.asarray(feeds[total]).reshape(-1)[0]):
+                self.suspect = f"{present!r} holds {out[present].shape[2]} rows, total_sequence_length is larger"
         return out
 
     def close(self) -> None:
