@@ -6,7 +6,7 @@ those cases never reach: how many key blocks a window masks out of a long prefil
 window starts inside the past, decode positions far past the window, and a shared buffer whose
 batch is uniform. These scenarios cover them at the hub models' own geometry (Gemma-3 1B: 4 query
 heads on 1 KV head, head 256, scale 1/16, window 512; Gemma-4 E2B sliding layers: 8 on 1, head
-256, scale 1.0, window 512; see docs/gqa.md "Lengths").
+256, window 512; see docs/gqa.md "Lengths").
 
 The quick grid keeps a few (a 128-token prefill under a 64-key window, one chunk, one decode past a
 small window, the uniform shared-buffer decodes B=1 and B=2 beside their ragged twin); the full
@@ -34,15 +34,15 @@ GEMMA4S_GEOMETRY = dict(layout="gemma4s")
 def _quick() -> list[Scenario]:
     return [
         # a prompt twice the window (the 600-token prompt across the 512 window is in the full grid:
-        # 20x the cost on ort-web, measured)
+        # it alone took 17 s on ort-web, measured)
         Scenario(phase="prefill", qlen=(128,), window=64, rotary=1, **GEMMA3),
-        # chunked prefill: the window's left edge falls inside the past for every row
+        # chunked prefill: the window's left edge falls inside the past for the first 48 rows
         Scenario(phase="chunk", past=(64,), qlen=(64,), window=48, **GEMMA3),
         # a window of a few keys over a 128-token prompt (most key blocks masked out)
         Scenario("edge2", "prefill", qlen=(128,), window=4),
         # decode far past a small window
         Scenario("qwen2", "decode", past=(200,), qlen=(1,), window=16, rotary=1),
-        # decode into a shared max-length buffer, uniform batch (B=1, B=2), beside the ragged one
+        # decode into a shared max-length buffer, uniform batch (B=1, B=2), beside a ragged one (W 3)
         Scenario("edge1", "decode", past=(11,), qlen=(1,), buffer="shared", slack=5),
         Scenario("edge1", "decode", past=(11, 11), qlen=(1, 1), buffer="shared", slack=5),
         Scenario("edge1", "decode", past=(4, 11), qlen=(1, 1), buffer="shared", slack=5, window=3),
