@@ -83,7 +83,8 @@ def signature_text(bug: Bug, for_title: bool = False) -> str:
 
 def _ops_text(bug: Bug) -> str:
     ops = [op_label(o) for o in bug.ops]
-    return ", ".join(ops[:3]) + (f" and {len(ops) - 3} more ops" if len(ops) > 3 else "")
+    what = "models" if all(o[0] == "model" for o in bug.ops) else "ops"
+    return ", ".join(ops[:3]) + (f" and {len(ops) - 3} more {what}" if len(ops) > 3 else "")
 
 
 def _models(bug: Bug) -> list[str]:
