@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, metavar="DIR")
     rep.add_argument("--baseline", metavar="RESULTS.jsonl", help="previous results: changes are listed on top")
     rep.add_argument("--issues", metavar="DIR", help="also write one Markdown upstream issue draft per finding here")
+    rep.add_argument("--coverage", choices=["quick", "full"], metavar="GRID",
+                     help="add a section on which attributes and optional inputs of each op GRID's cases exercise "
+                          "(as docs/coverage.md; builds the cases' models, a minute or more)")
 
     c = sub.add_parser("check", help="a bundle dir or a model on every backend; exit 1 unless all pass")
     c.add_argument("path", metavar="PATH")
@@ -270,9 +273,21 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
     _print_summary(records)
     for line in fetch_failures(records):  # a hub model that could not be fetched: why, and the fix
         print(line, file=sys.stderr)
+    _print_bundle_cost(out / "repro")
     print(f"{summary['cells_run']} cells run ({summary['resumed']} resumed) -> {results}, {out / 'matrix.csv'}"
           + ("" if args.no_report else f", {out / 'report.html'}"), file=sys.stderr)
     return EXIT_OK
+
+
+def _print_bundle_cost(repro: Path) -> None:
+    """What the repro bundles of failing cells cost on disk, said once per run."""
+    if not repro.is_dir():
+        return
+    bundles = {p.parent for p in repro.rglob("case.json")}
+    size = sum(p.stat().st_size for p in repro.rglob("*") if p.is_file())
+    if bundles:
+        print(f"{len(bundles)} repro bundle(s) of failing cells, {size / 1e6:.0f} MB, under {repro} "
+              "(each `sh repro.sh BACKEND` reruns one; delete the folder if you need none)", file=sys.stderr)
 
 
 def _print_summary(records) -> None:
@@ -342,7 +357,14 @@ def cmd_report(args) -> int:
         baseline = read_results(args.baseline) if args.baseline else None
     except ResultsError as e:
         raise UsageError(str(e)) from None
-    path = write_report(records, args.out, baseline, sources=args.results, issues=args.issues)
+    coverage = None
+    if args.coverage:
+        from .registry import load_cases
+        from .report.coverage import table
+
+        print(f"coverage of the operator text by the {args.coverage} grid's cases ...", file=sys.stderr)
+        coverage = table([c for c in load_cases(args.coverage) if c.family != "zoo"])
+    path = write_report(records, args.out, baseline, sources=args.results, issues=args.issues, coverage=coverage)
     print(f"{len(records)} cells from {len(args.results)} file(s) -> {path}"
           + (f"; issue drafts -> {args.issues}" if args.issues else ""))
     return EXIT_OK

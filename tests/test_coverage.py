@@ -49,3 +49,17 @@ def test_no_targeted_op_gains_a_hole(quick_rows):
     closed = {op: h for op, h in closed.items() if h}
     assert not closed, (f"holes closed (good): re-pin tests/data/coverage-holes.json: {closed} "
                         "(python -m harness.coverage prints them)")
+
+
+def test_the_report_shows_the_coverage_section_collapsed():
+    """`report --coverage GRID` passes these rows to the page: one collapsed section, per op its holes."""
+    from harness.report import render
+    from tests.test_drafts import grid
+
+    rows = [c.as_dict() for c in collect([_gqa_node(do_rotary=1)]).values()]
+    page = render(grid(), coverage=rows, env={"packages": {}})
+    section = page[page.index('id="coverage"'):page.index('id="named"')]
+    assert section.startswith('id="coverage"><summary>Coverage of the operator text (1 ops, ')
+    assert "com.microsoft.GroupQueryAttention" in section and "attribute softcap" in section
+    assert '<details class="sec" id="coverage">' in page  # collapsed: no `open`
+    assert 'id="coverage"' not in render(grid(), env={"packages": {}})  # absent unless asked for

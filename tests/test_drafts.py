@@ -264,3 +264,34 @@ def test_run_json_resume_keeps_entries_and_bad_files_read_as_absent(tmp_path):
     assert runinfo.read(tmp_path / "run.json") == {"a": {"date": "first"}, "b": {"date": "second"}}
     (tmp_path / "run.json").write_text("not json")
     assert runinfo.read(tmp_path / "run.json") == {} and runinfo.read(tmp_path / "absent.json") == {}
+
+
+def test_one_bug_is_one_draft_across_builds_and_root_causes():
+    """The same missing kernel in ORT's Python and browser builds (their wrappers differ) is one
+    draft naming both builds, and the build that runs the case clean; an accuracy loss seen in
+    cases of unrelated features is one draft by its error size; float noise is not drafted."""
+    missing = "Could not find an implementation for GroupQueryAttention(1) node with name ''"
+    recs = [cell("gqa/bf16", "ort-cpu", "unsupported", f"[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : {missing}", dtype="bf16"),
+            cell("gqa/bf16", "ort-web", "unsupported", f"Can't create a session. ERROR_CODE: 9, ERROR_MESSAGE: {missing}",
+                 dtype="bf16"),
+            cell("gqa/bf16", "ort-cpu-noopt", "pass", dtype="bf16"), cell("gqa/bf16", "reference", "pass", dtype="bf16"),
+            cell("gqa/fp32", "ort-cpu", "pass"), cell("gqa/fp32", "ort-web", "pass")]
+    for i, (feat, nmse) in enumerate([("layout", 3e-8), ("phase", 5e-8), ("ragged", 7e-8)]):
+        recs.append(cell(f"gqa/acc{i}", "tract", "mismatch", f"output 'o': NMSE {nmse} > 1e-08", nmse=nmse,
+                         **{feat: "x" if feat != "ragged" else 1}))
+        recs.append(cell(f"gqa/acc{i}", "reference", "pass"))
+    recs.append(cell("gqa/plain", "tract", "pass"))
+    noise = cell("gqa/noise", "tract", "mismatch", "output 'o': 3/640 element(s) outside atol", nmse=1e-12)
+    noise["metrics"]["need_atol"] = 3 * GQA_TOL["atol"]  # 3x atol, NMSE far within its bound
+    recs += [noise, cell("gqa/noise", "reference", "pass")]
+    built = bugs.build(recs)
+    assert len(built) == 2
+    wrong, refused = built
+    assert refused["builds"] == ["ort-cpu", "ort-web"] and refused["status"]["clean"] == ["ort-cpu-noopt"]
+    assert refused["implementation"] == "onnxruntime (CPU kernels)" and refused["feature_request"]
+    assert refused["title"].startswith("Support com.microsoft.GroupQueryAttention with dtype=bf16: refused (Could not")
+    md = markdown(refused)
+    assert "**Builds that show it**" in md and "`ort-web`: `rt 1.0`" in md and "`ort-cpu-noopt`" in md
+    assert wrong["cases"] == ["gqa/acc0", "gqa/acc1", "gqa/acc2"] and wrong["title"].endswith(
+        "wrong values, NMSE 3e-08 to 7e-08 (bound 1e-08)")
+    assert bugs.noise_count(recs) == {"tract": 1} and "gqa/noise" not in wrong["cases"]

@@ -345,7 +345,7 @@ def test_cli_run_zoo_modes_and_jobs(twins, tmp_path, run_cli):
     assert len(recs) == 2 * len(KINDS) and {r["status"] for r in recs} == {"pass"}
     assert all(len(r["metrics"]["steps"]) == 4 for r in recs)
     html = (tmp_path / "b" / "report.html").read_text()
-    assert "Zoo models" in html and "fixture-shared-buffer" in html and "torch eager (oracle.npz)" in html
+    assert "Hub models × runtimes" in html and "fixture-shared-buffer" in html and "torch eager (oracle.npz)" in html
 
 
 def test_cli_run_zoo_hub_offline_end_to_end(hub, tmp_path, run_cli):

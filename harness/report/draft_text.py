@@ -77,13 +77,15 @@ def signature_text(bug: Bug, for_title: bool = False) -> str:
     sigs = list(dict.fromkeys(_describe_sig(d.signature, d.pure) for d in bug.parts
                               if not for_title or (d.pure and d.signature)))
     if for_title:
-        return "; ".join(sigs) if len(sigs) <= 2 and len(sigs) == len(bug.parts) else ""
+        every = all(d.pure and d.signature for d in bug.parts)
+        return "; ".join(sigs) if every and len(sigs) <= 2 else ""
     return "; ".join(sigs[:6]) + (f"; … ({len(sigs) - 6} more)" if len(sigs) > 6 else "")
 
 
 def _ops_text(bug: Bug) -> str:
     ops = [op_label(o) for o in bug.ops]
-    return ", ".join(ops[:3]) + (f" and {len(ops) - 3} more ops" if len(ops) > 3 else "")
+    what = "models" if all(o[0] == "model" for o in bug.ops) else "ops"
+    return ", ".join(ops[:3]) + (f" and {len(ops) - 3} more {what}" if len(ops) > 3 else "")
 
 
 def _models(bug: Bug) -> list[str]:

@@ -113,10 +113,12 @@ def reader_path(repro: str | None, case_id: str, roots: list[Path], out: Path) -
 
 
 def write_report(records: list[dict[str, Any]], out_dir, baseline: list[dict[str, Any]] | None = None,
-                 sources=None, issues=None, title: str = "onnx-compat report") -> Path:
+                 sources=None, issues=None, title: str = "onnx-compat report",
+                 coverage: list[dict[str, Any]] | None = None) -> Path:
     """matrix files and report.html in out_dir; `sources` are the results files (their run.json
     sidecars name each column's machine; relative bundle paths resolve beside them), by default
-    out_dir/results.jsonl; `issues`: also write the upstream issue drafts there as Markdown."""
+    out_dir/results.jsonl; `issues`: also write the upstream issue drafts there as Markdown;
+    `coverage`: rows of harness/report/coverage.py's table, shown as a collapsed section."""
     from .. import runinfo
     from .bugs import build
     from .draft_md import write_markdown
@@ -131,7 +133,8 @@ def write_report(records: list[dict[str, Any]], out_dir, baseline: list[dict[str
     drafts = build(records, info)
     matrix = write_matrix(records, out)
     path = out / "report.html"
-    atomic_write_text(path, render(records, baseline, title=title, run_info=info, drafts=drafts, matrix=matrix))
+    atomic_write_text(path, render(records, baseline, title=title, run_info=info, drafts=drafts, matrix=matrix,
+                                   coverage=coverage))
     if issues:
         write_markdown(drafts, issues)
     return path
