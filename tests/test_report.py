@@ -124,8 +124,10 @@ def test_report_renders_and_filters_in_headless_chromium(run_cli, tmp_path):
     from tests.fake_backends import ALL
 
     out = tmp_path / "o"
-    run_cli("run", "-k", "rotary/ms-3d and fp32", "--backends", "reference,fake-lie,fake-refuse", "--out", out,
-            "--quiet", env={"ONNX_COMPAT_EXTRA_BACKENDS": ALL}, check=0)
+    ran = run_cli("run", "-k", "rotary/ms-3d and fp32", "--backends", "reference,fake-lie,fake-refuse", "--out", out,
+                  "--quiet", env={"ONNX_COMPAT_EXTRA_BACKENDS": ALL}, check=0)
+    n_bundles = len(list((out / "repro").rglob("case.json")))
+    assert n_bundles and re.search(rf"{n_bundles} repro bundle\(s\) of failing cells, \d+ MB, under ", ran.stderr)
     page = out / "report.html"
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     n_rows = len({r["case_id"] for r in recs})
