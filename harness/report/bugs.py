@@ -11,7 +11,8 @@ builds of one implementation and across cells that show one root cause.
   decade of each other (single linkage), with non-finite disagreements apart. Two bugs of one
   op with errors of the same size would share a draft; its signature then says "N of M".
 * Refusals of valid models are feature requests, one per missing capability, listed after
-  the wrong-value bugs. Float noise (drafts.is_float_noise) is counted, never drafted.
+  the wrong-value bugs. Every mismatch is outside its profile's derived bound (harness/tolerances.py):
+  the drafts add no bound of their own, so float noise is kept out by the tolerances, not here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..verdict import Status
-from .drafts import Draft, _fold, _slug, group, is_finding, is_float_noise, op_label
+from .drafts import Draft, _fold, _slug, group, is_finding, op_label
 
 #: a build's wrapper around the runtime's own message (set aside when telling messages apart)
 _WRAPPERS = [re.compile(p) for p in (
@@ -177,15 +178,6 @@ def build_status(bug: Bug, by_case: dict[str, list[dict[str, Any]]]) -> dict[str
     clean = [b for b, c in same.items() if all(Status(s).acceptable for s in c)]
     return {"shows": shows, "clean": clean, "versions": versions, "same_other": {b: c for b, c in same.items() if b not in clean},
             "others": {b: c for b, c in per.items() if b not in same}}
-
-
-def noise_count(records: list[dict[str, Any]]) -> dict[str, int]:
-    """Wrong-value cells per column that are float noise (not drafted)."""
-    out: dict[str, int] = {}
-    for r in records:
-        if is_finding(r) and is_float_noise(r):
-            out[r["backend"]] = out.get(r["backend"], 0) + 1
-    return out
 
 
 def build(records: list[dict[str, Any]], run_info: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:

@@ -67,21 +67,6 @@ def is_finding(rec: dict[str, Any]) -> bool:
     return not (st == "error" and str(rec.get("message") or "").startswith(_HARNESS_FAILURE))
 
 
-def is_float_noise(rec: dict[str, Any]) -> bool:
-    """Wrong values that are rounding, not a bug: the error energy is within the profile's NMSE
-    bound, no element is non-finite on one side only, and no element is off by more than ten
-    times the absolute tolerance. The cell stays `mismatch` in the matrix (the tolerance is not
-    loosened); it is only kept out of the drafts, which count them apart."""
-    if rec.get("status") != "mismatch" or rec.get("family") == "zoo":
-        return False
-    m, tol = rec.get("metrics") or {}, rec.get("tolerance") or {}
-    nmse, need, atol, bound = m.get("nmse"), m.get("need_atol"), tol.get("atol"), tol.get("max_nmse")
-    if not all(isinstance(x, (int, float)) for x in (nmse, need, atol, bound)) or atol <= 0:
-        return False
-    msg = str(rec.get("message") or "")
-    return nmse <= bound and need <= 10 * atol and "NaN" not in msg and "Inf" not in msg
-
-
 def spec_fails(records: list[dict[str, Any]]) -> set[str]:
     """Cases whose reference cell is a mismatch: the spec disagrees with the oracle there."""
     return {r["case_id"] for r in records if r.get("backend") == "reference" and r.get("status") == "mismatch"}
@@ -187,7 +172,7 @@ def group(records: list[dict[str, Any]]) -> list[Draft]:
     doubtful = spec_fails(records)
     drafts: dict[tuple, Draft] = {}
     for (backend, op), recs in by_scope.items():
-        failing = [i for i, r in enumerate(recs) if is_finding(r) and not is_float_noise(r)
+        failing = [i for i, r in enumerate(recs) if is_finding(r)
                    and not (r["status"] == "mismatch" and r["case_id"] in doubtful)]
         if not failing:
             continue

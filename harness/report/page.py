@@ -69,7 +69,7 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
            run_info: dict[str, dict[str, Any]] | None = None, drafts: list[dict[str, Any]] | None = None,
            matrix: Matrix | None = None, coverage: list[dict[str, Any]] | None = None) -> str:
     """The page. `records` carry `repro` as the reader should see it (relative to the report)."""
-    from .bugs import build, noise_count
+    from .bugs import build
     from .draft_md import markdown
     from .rows import feature_table, named_rows
 
@@ -91,7 +91,7 @@ def render(records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None 
         diff=diff(records, baseline) if baseline is not None else None, grades=GRADES,
         zoo=zoo_grid(records, order), families=family_summary(records, order),
         ambiguities=ambiguity_table(records), run_info=run_info or {}, drafts=drafts,
-        coverage=coverage, noise=noise_count(records),
+        coverage=coverage,
         drafts_blob=packed({d["id"]: body.render(d=d, md=markdown(d)) for d in drafts}),
         named_rows=named_rows(records, order), feature_rows=feature_table(records),
         grid_blob=packed(grid_data(mx)),
