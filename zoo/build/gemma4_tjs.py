@@ -11,7 +11,7 @@ torch.onnx.export (dynamo) of two wrapper modules around the eager transformers 
 embedding graph holds the two scaled lookups; the decoder holds the per-layer projection, as the
 hub's split must (the projection reads inputs_embeds, which TJS may overwrite with image features).
 
-Run inside .zoo-envs/gemma4-torch:  python zoo/build/gemma4_tjs.py [--q4]
+Run inside .zoo-envs/gemma4-torch:  python zoo/build/gemma4_tjs.py [--q4 | --shape-true]
 """
 
 from __future__ import annotations
