@@ -88,7 +88,9 @@ def test_fp32_twin_on_ort_cpu_matches_its_eager_oracle(name):
 
 
 def test_no_shipped_genai_twin_file_over_2mb():
-    for d in TWINS.glob("*genai*"):
+    # the shape-true twins (issue 22) carry the hub's head sizes: up to 16 MiB a file,
+    # tests/test_zoo_shape_true.py
+    for d in (p for p in TWINS.glob("*genai*") if "shapetrue" not in p.name):
         for f in d.rglob("*"):
             assert not f.is_file() or f.stat().st_size < 2 * 1024 * 1024, f
 
@@ -120,7 +122,7 @@ def test_exporter_finding_twins_are_exporter_cells_in_pytest_and_the_others_pass
     import sys
 
     r = subprocess.run([sys.executable, "-m", "pytest", "-m", "zoo", "--backend", "reference", "-q",
-                        "-p", "no:cacheprovider", "-k", "genai and not 2025", "-W", "always::UserWarning"],
+                        "-p", "no:cacheprovider", "-k", "genai and not 2025 and not shapetrue", "-W", "always::UserWarning"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert "4 passed" in r.stdout, r.stdout[-2000:]
     assert r.stdout.count("ExporterFinding") >= 2 and "drops Phi-3's sliding_window" in r.stdout, r.stdout[-2000:]

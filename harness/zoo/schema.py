@@ -282,6 +282,14 @@ class ZooModel(Strict):
     files: list[HubFile]
     contract: Contract
     twins: list[str] = Field(default_factory=list)
+    #: the twins (of `twins`) whose attention geometry is the hub model's (issue 22); the
+    #: rest shrink it. harness/zoo/geometry.py compares them with `geometry` / `hub_attention`
+    shape_true: list[str] = Field(default_factory=list)
+    #: the hub model's attention-shaping config (heads, head sizes, window, full layers, RoPE,
+    #: softcaps, KV sharing), keys as harness/zoo/geometry.py config_geometry() reads a config
+    geometry: dict[str, Any] | None = None
+    #: attributes of the hub graph's attention nodes by layer kind (`sliding` / `full`)
+    hub_attention: dict[Literal["sliding", "full"], dict[str, Any]] | None = None
     #: the logits profile (harness/tolerances.py) when the precision alone does not say it,
     #: e.g. int8act-logits for MatMulNBits accuracy_level 4 exports
     tolerance: str | None = None
@@ -316,6 +324,8 @@ class ZooModel(Strict):
             raise ValueError("give exactly one of revision (a 40-hex commit) or unresolved (why it is not known)")
         if not self.files:
             raise ValueError("files: list every file the model needs (external data included)")
+        if not set(self.shape_true) <= set(self.twins):
+            raise ValueError(f"shape_true {sorted(set(self.shape_true) - set(self.twins))} must also be in twins")
         listed = {f.path for f in self.files}
         for g in self.contract.graphs.all():
             if g not in listed:

@@ -46,6 +46,31 @@ CONFIG = {
 }
 
 
+# Shape-true E2B (issue 22): every field that shapes attention as google/gemma-4-E2B-it's text_config
+# has it (zoo-facts.md §4: 35 layers, ([sliding]*4 + [full]) * 7, 20 KV-shared layers = 15 KV pairs,
+# 8 query heads on 1 KV head, head_dim 256 / global_head_dim 512, window 512, rope 1e4 default /
+# 1e6 proportional 0.25, final softcap 30, double-wide MLP on the shared layers). Shrunk: hidden
+# size, MLP width, vocabulary and the per-layer-input width (16; E2B 256: a width, not attention).
+# max_position_embeddings 1024 (E2B 131072): enough for the 600-token prompt and its decode steps.
+E2B_SHAPE_TRUE = {
+    **CONFIG, "num_hidden_layers": 35,
+    "layer_types": (["sliding_attention"] * 4 + ["full_attention"]) * 7,
+    "num_kv_shared_layers": 20, "num_attention_heads": 8, "num_key_value_heads": 1,
+    "head_dim": 256, "global_head_dim": 512, "sliding_window": 512, "max_position_embeddings": 1024,
+}
+#: the shape-true twin's prompt crosses the 512-key window; decode positions 600..603 lie past it
+E2B_TOKENS = dict(prompt_len=600, decode_len=4)
+TOKENS: dict = {}
+
+
+def use_shape_true() -> None:
+    """Switch this module to the shape-true E2B geometry (call before building anything)."""
+    global CONFIG, WINDOW, TOKENS
+    CONFIG = copy.deepcopy(E2B_SHAPE_TRUE)
+    WINDOW = CONFIG["sliding_window"]
+    TOKENS = dict(E2B_TOKENS)
+
+
 def fixed_hash_seed() -> None:
     """Re-run this script with PYTHONHASHSEED=0 unless it already is: Gemma4TextModel iterates a
     set of layer-type strings, so the exported node order (and the files' sha256) would follow the
@@ -126,7 +151,7 @@ def check_generate(model) -> list:
 
 
 def oracle_and_tokens(model, twin_name: str):
-    tokens = common.twin_tokens(twin_name, CONFIG["vocab_size"])
+    tokens = common.twin_tokens(twin_name, CONFIG["vocab_size"], **TOKENS)
     steps, info = common.eager_oracle(model, tokens)
     if len(set(info["top1"])) < 2:
         raise SystemExit(f"{twin_name}: eager top-1 is constant across steps {info['top1']}: raise INIT_STD")

@@ -11,7 +11,7 @@ torch.onnx.export (dynamo) of two wrapper modules around the eager transformers 
 embedding graph holds the two scaled lookups; the decoder holds the per-layer projection, as the
 hub's split must (the projection reads inputs_embeds, which TJS may overwrite with image features).
 
-Run inside .zoo-envs/gemma4-torch:  python zoo/build/gemma4_tjs.py [--q4]
+Run inside .zoo-envs/gemma4-torch:  python zoo/build/gemma4_tjs.py [--q4 | --shape-true]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import gemma4_onnxrun
 
 ENV = "zoo/envs/gemma4-torch.txt"
 MODEL = "gemma4-e2b-onnx-community"  # the zoo.yaml entry: onnx-community/gemma-4-E2B-it-ONNX
+SHAPE_TRUE_NAME = "gemma4-shapetrue-tjs-q4"
 RECONSTRUCTION = ("this project's reconstruction of the transformers.js two-graph form of "
                   "onnx-community/gemma-4-E2B-it-ONNX (I/O names and split as on the hub); no public "
                   "exporter emits it: torch.onnx.export (dynamo) of two wrapper modules around the "
@@ -121,9 +122,10 @@ def export(model, out_dir: Path) -> None:
     b, s, p = 1, 3, 5
     ids = torch.tensor([[5, 9, 11]])
     (out_dir / "onnx").mkdir(parents=True, exist_ok=True)
-    batch, seq, past_len = Dim("batch_size", min=1, max=8), Dim("sequence_length", min=1, max=128), \
-        Dim("past_sequence_length", min=1, max=128)
-    total = Dim("total_sequence_length", min=2, max=256)
+    n = max(128, ck.CONFIG["max_position_embeddings"])
+    batch, seq, past_len = Dim("batch_size", min=1, max=8), Dim("sequence_length", min=1, max=n), \
+        Dim("past_sequence_length", min=1, max=n)
+    total = Dim("total_sequence_length", min=2, max=2 * n)
     prog = torch.onnx.export(embed, (ids,), dynamo=True, input_names=["input_ids"],
                              output_names=["inputs_embeds", "per_layer_inputs"],
                              dynamic_shapes=({0: batch, 1: seq},), optimize=True)
@@ -170,14 +172,17 @@ def contract(precision: str) -> dict:
     }
 
 
-def build(q4: bool) -> None:
+def build(q4: bool, shape_true: bool = False) -> None:
     ckpt = Path(tempfile.mkdtemp(prefix="gemma4-ckpt-"))
     try:
         model0 = ck.make_model()
         ck.save_checkpoint(model0, ckpt)
         model = ck.load_checkpoint(ckpt)
         gen = ck.check_generate(model)
-        variants = [("fp32", "gemma4-tjs-fp32")] + ([("q4", "gemma4-tjs-q4")] if q4 else [])
+        if shape_true:  # q4 only, as the hub ships it: the fp32 graph would be ~50 MB
+            variants = [("q4", SHAPE_TRUE_NAME)]
+        else:
+            variants = [("fp32", "gemma4-tjs-fp32")] + ([("q4", "gemma4-tjs-q4")] if q4 else [])
         for precision, name in variants:
             twin = common.TWINS / name
             if twin.exists():
@@ -207,7 +212,8 @@ def build(q4: bool) -> None:
                 "exporter": {"name": "torch.onnx.export (dynamo) of two wrapper modules" +
                              (" + onnxruntime MatMulNBitsQuantizer (block 32, symmetric)" if precision == "q4" else ""),
                              "version": f"torch {_versions()['torch']}",
-                             "command": "python zoo/build/gemma4_tjs.py" + (" --q4" if q4 else ""), "env": ENV,
+                             "command": "python zoo/build/gemma4_tjs.py" + (" --q4" if q4 else "")
+                             + (" --shape-true" if shape_true else ""), "env": ENV,
                              "script": "zoo/build/gemma4_tjs.py"},
                 "reconstruction": RECONSTRUCTION,
                 "checkpoint": {**ck.checkpoint_record(m), "config": saved_config},
@@ -245,6 +251,10 @@ def _versions() -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--q4", action="store_true", help="also build the q4 twin (MatMulNBits)")
+    ap.add_argument("--shape-true", action="store_true",
+                    help=f"build {SHAPE_TRUE_NAME} instead: E2B's attention geometry (issue 22), q4 only")
     args = ap.parse_args()
     ck.fixed_hash_seed()
-    build(args.q4)
+    if args.shape_true:
+        ck.use_shape_true()
+    build(args.q4, args.shape_true)

@@ -40,6 +40,18 @@ PHI3 = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_la
             num_key_value_heads=2, max_position_embeddings=4096, original_max_position_embeddings=4096,
             rope_theta=10000.0, sliding_window=16, rms_norm_eps=1e-5, hidden_act="silu", initializer_range=0.2,
             tie_word_embeddings=False, pad_token_id=0, eos_token_id=2, bos_token_id=1)
+# Shape-true (issue 22): every field that shapes attention as google/gemma-3-1b-it has it (zoo-facts.md
+# §1: 26 layers, full at 5/11/17/23, 4 query heads on 1 KV head, head_dim 256, query_pre_attn_scalar
+# 256, window 512, rope 1e6 global / 1e4 local, no softcaps); only hidden size, MLP width and
+# vocabulary shrunk. max_position_embeddings 1024 (hub 32768): enough for the 600-token prompt and
+# its decode steps, and it keeps the four [max_pos, 128] rotary caches at 2 MiB. Vocabulary 512, not
+# 256: the builder takes any Linear with out_features == vocab_size for the LM head, and k_proj /
+# v_proj (1 KV head x 256) have 256 outputs (with vocab 256 it wired lm_head to layer 0's k_proj).
+GEMMA3_SHAPE_TRUE = dict(GEMMA3, vocab_size=512, num_hidden_layers=26, head_dim=256, query_pre_attn_scalar=256,
+                         sliding_window=512, max_position_embeddings=1024)
+#: prompt and decode lengths of the shape-true twins: the prefill crosses the 512-key window and
+#: every decode position (600..603) lies past it
+LONG_PROMPT = dict(prompt_len=600, decode_len=4)
 PHI3_HUB_DIR = "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"
 PHI3_FILE = "phi3-mini-4k-instruct-cpu-int4-rtn-block-32-acc-level-4.onnx"
 
@@ -82,6 +94,15 @@ SPECS = {
     "gemma3-genai-current-q4": dict(arch="gemma3", env="genai-0.18.0", builder="0.18.0", precision="int4",
                                     extra={"shared_embeddings": "true"}, form="ortgenai-gqa-fused-rotary-windowed",
                                     model="gemma3-1b-gqa", notes=NOTE_G3_NEW),
+    "gemma3-shapetrue-genai-2025-04-q4": dict(arch="gemma3", env="genai-0.7.1", builder="0.7.1", precision="int4",
+                                              extra={}, form="ortgenai-gqa-separate-rotary", model="gemma3-1b-gqa",
+                                              config=GEMMA3_SHAPE_TRUE, tokens=LONG_PROMPT,
+                                              notes="Shape-true (issue 22). " + NOTE_G3_OLD),
+    "gemma3-shapetrue-genai-current-q4": dict(arch="gemma3", env="genai-0.18.0", builder="0.18.0", precision="int4",
+                                              extra={"shared_embeddings": "true"},
+                                              form="ortgenai-gqa-fused-rotary-windowed", model="gemma3-1b-gqa",
+                                              config=GEMMA3_SHAPE_TRUE, tokens=LONG_PROMPT,
+                                              notes="Shape-true (issue 22). " + NOTE_G3_NEW),
     "phi3-genai-q4": dict(arch="phi3", env="genai-0.2.0", builder="0.2.0", precision="int4",
                           extra={"int4_block_size": "32", "int4_accuracy_level": "4", "filename": PHI3_FILE},
                           subdir=PHI3_HUB_DIR, form="ortgenai-gqa-fused-rotary", model="phi3-mini-4k-genai-cpu-int4",
@@ -109,7 +130,7 @@ def make_checkpoint(spec: dict, ckpt: Path) -> dict:
 
     torch.manual_seed(SEED)
     if spec["arch"] == "gemma3":
-        kw = dict(GEMMA3)
+        kw = dict(spec.get("config", GEMMA3))
         if int(transformers.__version__.split(".")[0]) < 5:  # 4.5x: flat rope fields, a layer pattern
             kw.update(rope_theta=1e6, rope_local_base_freq=1e4, sliding_window_pattern=6)
         cfg = transformers.Gemma3TextConfig(**kw)
@@ -242,7 +263,8 @@ def build(name: str, work: Path, dest_root: Path = common.TWINS) -> tuple[dict, 
     command, builder_s, log = run_builder(spec, work)
     twin, decoder = install(spec, name, work, dest_root)
     summary = common.graph_summary(twin / decoder)
-    tokens = common.twin_tokens(name, json.loads((twin / "config.json").read_text())["vocab_size"])
+    tokens = common.twin_tokens(name, json.loads((twin / "config.json").read_text())["vocab_size"],
+                                **spec.get("tokens", {}))
 
     model = eager_model(spec, work / "ckpt")
     info = {}

@@ -74,8 +74,28 @@ FAMILIES = {
                   "transformers.js' convert.py also runs onnxslim by default; this twin is optimum-cli's graph."),
     },
 }
+# Shape-true twins (issue 22): every field that shapes attention as the hub model's config has it,
+# only hidden size, MLP width and vocabulary shrunk; q4 only, as the hub files are (fp32 would not
+# ship within 16 MiB). Qwen2.5 derives head_dim from hidden_size (896 / 14 = 64), so hidden stays
+# 896 and the layer count is cut to 2 (hub 24). Gemma-3 1B keeps all 26 layers (zoo-facts.md §1).
+# max_position_embeddings 1024 (hub 32768): enough for the 600-token prompt and its decode steps.
+LONG_PROMPT = dict(prompt_len=600, decode_len=4)
+FAMILIES["qwen25-shapetrue"] = {
+    **FAMILIES["qwen25"], "precisions": ["q4"], "tokens": LONG_PROMPT,
+    "config": dict(FAMILIES["qwen25"]["config"], hidden_size=896, num_hidden_layers=2, num_attention_heads=14,
+                   num_key_value_heads=2, max_position_embeddings=1024, sliding_window=32768, max_window_layers=21,
+                   initializer_range=0.02),
+    "notes": "Shape-true (issue 22): Qwen2.5-0.5B's attention geometry, 2 of its 24 layers. "
+             + FAMILIES["qwen25"]["notes"],
+}
+FAMILIES["gemma3-shapetrue"] = {
+    **FAMILIES["gemma3"], "precisions": ["q4"], "tokens": LONG_PROMPT,
+    "config": dict(FAMILIES["gemma3"]["config"], num_hidden_layers=26, head_dim=256, query_pre_attn_scalar=256,
+                   sliding_window=512, max_position_embeddings=1024),
+    "notes": "Shape-true (issue 22): gemma-3-1b-it's attention geometry. " + FAMILIES["gemma3"]["notes"],
+}
 PRECISIONS = {"fp32": "onnx/model.onnx", "q4": "onnx/model_q4.onnx"}
-TWINS = {f"{fam}-optimum-{p}": (fam, p) for fam in FAMILIES for p in PRECISIONS}
+TWINS = {f"{fam}-optimum-{p}": (fam, p) for fam, spec in FAMILIES.items() for p in spec.get("precisions", PRECISIONS)}
 Q4 = dict(block_size=32, is_symmetric=True, accuracy_level=None)
 
 
@@ -169,7 +189,7 @@ def build_family(fam: str, precisions: list[str], out_root: Path) -> list[dict]:
                 shutil.copy(tmp / "export" / "model.onnx", stage / rel)
             else:
                 quantize_q4(tmp / "export" / "model.onnx", stage / rel)
-            tokens = common.twin_tokens(name, spec["config"]["vocab_size"])
+            tokens = common.twin_tokens(name, spec["config"]["vocab_size"], **spec.get("tokens", {}))
             model = eager_model(tmp / "ckpt")
             info = {"export_command": shown, "exporter_messages": warnings}
             if prec == "q4":
