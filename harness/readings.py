@@ -185,7 +185,10 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
                 "the text names no arithmetic"),
         (Reading(ROTARY_POS1_BROADCAST, "one position id, broadcast over (batch_size, sequence_length) as "
                  "ONNX broadcasts; the two readings agree for one token (a decode step)"),),
-        "docs/rotary.md#P1"),
+        "docs/rotary.md#P1",
+        support="position_ids: \"1D tensor with shape (1) or 2D tensor with shape (batch_size, sequence_length)\": "
+                "a shape (1) is allowed and no arithmetic is named, so the op owner's start offset is a reading the "
+                "text allows, and so is one position broadcast"),
     Ambiguity(
         "Q1", "com.microsoft.MatMulNBits", "Is the deprecated g_idx input read?",
         ("g_idx: \"group_idx. This input is deprecated\"",),
