@@ -217,8 +217,9 @@ def cmd_run(args) -> int:
     if args.perf < 0:
         raise UsageError(f"--perf {args.perf}: use 0 (off) or a number of timed repetitions")
     os.environ["ONNX_COMPAT_PERF"] = str(args.perf)  # read by run_cell, here and in the worker processes
-    if not (args.backends or args.k or args.m):  # the main job: the WebGPU columns run their subset
+    if not (args.backends or args.k or args.m):  # the main job: slow columns run their documented subsets
         os.environ.setdefault("ONNX_COMPAT_WEBGPU_SUBSET", "1")
+        os.environ.setdefault("ONNX_COMPAT_LONG_SUBSET", "1")  # harness/backends/long_subset.py
     # cases/zoo.py yields this run's zoo set, here and in --jobs workers (they inherit the environment)
     os.environ["ONNX_COMPAT_ZOO_MODE"], os.environ["ONNX_COMPAT_ZOO_ORACLE"] = args.zoo, args.oracle
     try:

@@ -151,3 +151,17 @@ def test_a_wrong_window_on_one_layer_is_named_with_the_layer():
     fused = [dict(n, do_rotary=1, local_window_size=512 if i < 5 else -1) for i, n in enumerate(nodes)]
     assert len(attention_differences(hub, [5], fused, 6)) == 6
     assert attention_differences(hub, [5], fused, 6, {"do_rotary": 1}) == []
+
+
+def test_the_main_job_leaves_the_long_prompt_twins_to_the_nightly_on_the_js_columns(monkeypatch):
+    """A 600-token twin costs minutes a cell through JavaScript: in the main job those columns skip
+    it, saying why; a named selection (or the nightly) runs it."""
+    from harness.backends.long_subset import ENV, long_prompt_cases
+    from harness.backends.ort_js import OrtNode, OrtWeb
+
+    long = sorted(long_prompt_cases())
+    assert long and all("shapetrue" in c for c in long)
+    monkeypatch.setenv(ENV, "1")
+    assert "nightly" in OrtWeb().subset_skip(long[0]) and OrtNode().subset_skip("zoo/qwen25-optimum-q4") == ""
+    monkeypatch.setenv(ENV, "0")
+    assert OrtWeb().subset_skip(long[0]) == ""

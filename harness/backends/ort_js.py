@@ -271,6 +271,12 @@ class OrtJsBackend(Backend):
     def __init__(self) -> None:
         self._worker: JsWorker | None = None
 
+    def subset_skip(self, case_id: str) -> str:
+        """The main job leaves the long-prompt twins to the nightly on these columns (long_subset.py)."""
+        from .long_subset import long_prompt_skip
+
+        return long_prompt_skip(case_id)
+
     def available(self) -> tuple[bool, str]:
         if not node_exe():
             return False, f"no `node` on PATH (install Node.js >= 18, e.g. apt-get install nodejs npm), then run `{INSTALL}`"
