@@ -106,7 +106,10 @@ sys.argv = ["onnx-compat", *sys.argv[1:]]
 try:
     runpy.run_module("harness.cli", run_name="__main__")
 finally:
-    print(f"peak-rss-kb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child of a large pytest
+    # worker would report the worker's size; the high-water mark belongs to this address space
+    hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1]
+    print(f"peak-rss-kb {hwm}", file=sys.stderr)
 """
 
 

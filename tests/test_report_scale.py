@@ -27,8 +27,11 @@ MAX_RSS_MB = 250
 
 
 def _report(tmp_path, results, out):
-    script = ("import resource, sys\nfrom harness.cli import main\nrc = main(sys.argv[1:])\n"
-              "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)")
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child of a large pytest
+    # worker would report the worker's size (it failed so in a full -n 2 run); VmHWM is this process's
+    script = ("import sys\nfrom harness.cli import main\nrc = main(sys.argv[1:])\n"
+              "hwm = next(ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')).split()[1]\n"
+              "print('maxrss_kb', hwm)\nsys.exit(rc)")
     p = subprocess.run([sys.executable, "-c", script, "report", str(results), "--out", str(out)], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
