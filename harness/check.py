@@ -180,7 +180,7 @@ def _run_isolated(case: Case, backend, built: Built, ref: ModelRef, timeout: flo
     import time
 
     from .forked import ForkedOutcome, run_forked
-    from .runner import _record, run_cell
+    from .cell_run import _record, run_cell
 
     if not _forks(backend):
         return run_cell(case, backend, built, ref)
@@ -194,7 +194,7 @@ def _run_isolated(case: Case, backend, built: Built, ref: ModelRef, timeout: flo
 
 def check(path_str: str, names: list[str], out: str | None = None, tolerance: str | None = None,
           timeout: float = 120.0) -> int:
-    from .runner import run_cell
+    from .cell_run import run_cell
 
     path = Path(path_str)
     bundle = _load(path)
@@ -222,7 +222,7 @@ def check(path_str: str, names: list[str], out: str | None = None, tolerance: st
         ref_backend = backends.get("reference")
         try:
             sess = ref_backend.prepare(ref)
-            from .runner import execute_steps
+            from .cell_run import execute_steps
 
             expected = execute_steps(sess, Built(model, bundle.feeds, [{} for _ in bundle.feeds], carry=bundle.carry))
         except Exception as e:  # noqa: BLE001
