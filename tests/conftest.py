@@ -22,3 +22,15 @@ def cli(*args, env=None, timeout=600, check=None):
 @pytest.fixture
 def run_cli():
     return cli
+
+
+#: a small op case whose repro bundle the hardening tests damage one file at a time
+BUNDLE_CASE = "rotary/ms-3d-interleaved0-rotdim0-pos2d-headsgiven-b2s5h4d16-fp32"
+
+
+@pytest.fixture
+def bundle(run_cli, tmp_path):
+    """A fresh `onnx-compat export` bundle of BUNDLE_CASE."""
+    d = tmp_path / "b"
+    run_cli("export", BUNDLE_CASE, "--out", d, check=0)
+    return d

@@ -43,13 +43,6 @@ def test_a_model_input_that_is_not_a_tensor_is_one_line(run_cli, seq_model, cmd)
     assert "KeyError" not in proc.stderr
 
 
-@pytest.fixture
-def bundle(run_cli, tmp_path):
-    d = tmp_path / "b"
-    run_cli("export", ONE, "--out", d, check=0)
-    return d
-
-
 def test_a_bad_tolerance_profile_in_case_json_names_the_file(run_cli, bundle):
     meta = json.loads((bundle / "case.json").read_text())
     meta["tolerance"]["profile"] = "fp32-nonsense"

@@ -58,13 +58,6 @@ def test_a_hang_with_in_process_ends_the_run_in_one_line_and_resume_records_time
     assert rec["status"] == "timeout" and "--in-process" in rec["message"], rec
 
 
-@pytest.fixture
-def bundle(run_cli, tmp_path):
-    d = tmp_path / "b"
-    run_cli("export", ONE, "--out", d, check=0)
-    return d
-
-
 def test_a_hang_in_check_ends_at_its_timeout(run_cli, bundle):
     t0 = time.monotonic()
     proc = run_cli("check", bundle, "--backends", "fake-hang-always-inproc", "--timeout", "2", env=FAKES, timeout=120)
