@@ -136,6 +136,10 @@ def collect(root: str | os.PathLike, exclude_pid: int | None = None) -> list[Die
     for stale in d.glob("*.fatal"):
         if stale.stem.isdigit() and int(stale.stem) != exclude_pid:
             stale.unlink(missing_ok=True)
+    for half in d.glob(".*.tmp"):  # a marker half-written by a process killed inside begin() (a pool's SIGTERM)
+        pid = half.name[1:-4]
+        if pid.isdigit() and int(pid) != exclude_pid:
+            half.unlink(missing_ok=True)
     return out
 
 

@@ -198,13 +198,14 @@ class RunError(RuntimeError):
 
 def execute(cases: Sequence[Case], backend_names: Sequence[str], out_dir: str | os.PathLike, *, resume: bool = False,
             shard: tuple[int, int] | None = None, jobs: int = 1, isolate: bool = False, timeout: float = 120.0,
-            grid: str = "quick", progress: bool = True, log=sys.stderr, in_process: bool = False) -> dict[str, Any]:
+            grid: str = "quick", progress: bool = True, log=None, in_process: bool = False) -> dict[str, Any]:
     """Run every selected cell, append to out_dir/results.jsonl; returns a summary.
 
     Cells run in `jobs` worker processes (one by default) that this process supervises: a
     native crash inside a runtime costs its cell (`crash`), never the run. `in_process` runs
     them here instead (a debugger, a profiler): a crash then ends the run, and `--resume`
     records that cell as `crash` and goes on (harness/inflight.py). One run per out_dir (a lock)."""
+    log = log if log is not None else sys.stderr  # looked up per call: pytest swaps sys.stderr
     from .results import lock_out_dir  # the run loop's files; a single cell (`check`) needs none of this
 
     out = Path(out_dir)

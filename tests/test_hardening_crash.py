@@ -135,3 +135,17 @@ def test_a_hang_inside_an_in_process_backend_costs_one_cell_as_timeout(run_cli, 
     hung = next(r for (c, b), r in recs.items() if r["status"] == "timeout")
     assert "no answer within 2 s" in hung["message"] and hung["repro"], hung
     assert time.monotonic() - t0 < 240
+
+
+def test_collect_removes_a_marker_half_written_by_a_killed_worker(tmp_path):
+    """A pool's SIGTERM can land inside InFlight.begin(), between writing `.PID.tmp` and renaming
+    it: collect() must clear that too (CI once found `.inflight/` left with two empty .tmp files),
+    while the live process's own files stay."""
+    d = tmp_path / inflight.DIRNAME
+    d.mkdir()
+    (d / ".2820.tmp").write_text("")
+    (d / "2821.json").write_text(json.dumps({"case_id": "c", "backend": "b", "pid": 2821, "started": 0}))
+    (d / ".7.tmp").write_text("")
+    died = inflight.collect(tmp_path, exclude_pid=7)
+    assert [(x.case_id, x.backend, x.pid) for x in died] == [("c", "b", 2821)]
+    assert sorted(p.name for p in d.iterdir()) == [".7.tmp"]

@@ -42,8 +42,9 @@ def twin_rows() -> list[dict]:
     return rows
 
 
-def env_python(req: Path, log=sys.stderr) -> Path:
+def env_python(req: Path, log=None) -> Path:
     """The Python of the exporter environment for requirement file `req`, created if missing or stale."""
+    log = log if log is not None else sys.stderr  # looked up per call: pytest swaps sys.stderr
     if not req.exists():
         raise ZooError(f"{req}: no such requirements file; add it under zoo/envs/")
     env = ENVS / req.stem
@@ -78,11 +79,12 @@ def _project_file(rel: str, folder: str, suffix: str, field: str, name: str) -> 
     return p
 
 
-def build_argv(m: Manifest, name: str, log=sys.stderr) -> list[str]:
+def build_argv(m: Manifest, name: str, log=None) -> list[str]:
     """The build command: the twin's `exporter.script` (one of zoo/build/*.py) with the arguments
     its `exporter.command` gives it when that command runs the script (the optimum / static-KV /
     Gemma-4 scripts record their own invocation), else `python <script> <name>` (the GenAI twins
     record the builder's command, which the script runs inside). Never any other command."""
+    log = log if log is not None else sys.stderr  # looked up per call: pytest swaps sys.stderr
     ex = m.exporter
     if not ex.env or not ex.script:
         raise ZooError(f"{name}/manifest.json: exporter.env and exporter.script are needed to rebuild it")
@@ -112,7 +114,8 @@ def _known_twin(name: str) -> Path:
     return d
 
 
-def build(name: str, log=sys.stderr) -> dict:
+def build(name: str, log=None) -> dict:
+    log = log if log is not None else sys.stderr  # looked up per call: pytest swaps sys.stderr
     d = _known_twin(name)
     before = load_manifest(d)
     argv = build_argv(before, name, log)

@@ -130,9 +130,10 @@ def fetch_failures(records) -> list[str]:
     return list(out.values())
 
 
-def fetch(entry: ZooModel, log=sys.stderr) -> Path:
+def fetch(entry: ZooModel, log=None) -> Path:
     """Every file of the entry in the local cache, verified; returns the folder the contract's
     paths are relative to (the snapshot, plus the entry's subfolder)."""
+    log = log if log is not None else sys.stderr  # looked up per call: pytest swaps sys.stderr
     if entry.unresolved or not entry.revision:
         raise ZooError(f"zoo.yaml: model {entry.name!r}: no pinned revision ({entry.unresolved}); "
                        "resolve the full commit online and set revision")
