@@ -81,6 +81,20 @@ def _decode(arrays: dict[str, np.ndarray], dtypes: dict[str, str]) -> dict[str, 
     return {k: (v.view(getattr(ml_dtypes, dtypes[k])) if k in dtypes else v) for k, v in arrays.items()}
 
 
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A bundle's arrays, deflated at level 1: a run writes one bundle per failing case (1 413 on
+    the main job). On a 60-bundle sample of the quick grid and the twins, level 1 takes the bundles
+    to 0.27 of their stored size in 2.7x the write time; numpy.savez_compressed (level 6) gains
+    0.01 more for 5x. Any numpy.load reads it, as savez_compressed's files; safeload checks the
+    declared (uncompressed) sizes before inflating anything."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+
+
 def save_model(model: onnx.ModelProto, path: Path) -> None:
     import onnx
 
@@ -131,12 +145,12 @@ def write_bundle(case: Case, built: Built, dest: str | os.PathLike, backend: str
         expected.update({_key(f"{n}.mask", i): v for i, step in enumerate(built.masks) for n, v in step.items()})
         enc_in, dt_in = _encode(feeds)
         enc_ex, dt_ex = _encode(expected)
-        np.savez(tmp / "inputs.npz", **enc_in)
-        np.savez(tmp / "expected.npz", **enc_ex)
+        save_npz(tmp / "inputs.npz", enc_in)
+        save_npz(tmp / "expected.npz", enc_ex)
         readings, dt_readings = [], {}
         for i, (name, steps) in enumerate(built.alternates.items(), 1):
             enc, dt = _encode({_key(n, k): v for k, step in enumerate(steps) for n, v in step.items()})
-            np.savez(tmp / f"reading-{i}.npz", **enc)
+            save_npz(tmp / f"reading-{i}.npz", enc)
             readings.append({"name": name, "file": f"reading-{i}.npz"})
             dt_readings[f"reading-{i}.npz"] = dt
         tol = tolerances.get(case.tolerance)

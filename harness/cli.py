@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="perf mode: also time N warm runs of every cell (metrics.latency_ms, the median; shown as "
                         "the report's latency columns)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--no-repro", action="store_true",
+                   help="write no repro bundles (deflated, ~0.4 MB per failing case; `export` writes one later)")
 
     lo = sub.add_parser("locate", help="the first node where a backend leaves the reference, extracted as a repro")
     lo.add_argument("case_id", metavar="CASE")
@@ -256,7 +258,7 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
         print(f"onnx-compat run: {line}", file=sys.stderr)
     summary = execute(cases, names, out, resume=args.resume, shard=shard, jobs=args.jobs, isolate=args.isolate,
                       timeout=args.timeout, grid=args.grid or os.environ.get("ONNX_COMPAT_GRID", "quick"),
-                      progress=not args.quiet, in_process=args.in_process)
+                      progress=not args.quiet, in_process=args.in_process, repro=not args.no_repro)
     records = read_results(results)
     if getattr(args, "locate", False):
         from .locate import locate_records
@@ -274,21 +276,24 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
     _print_summary(records)
     for line in fetch_failures(records):  # a hub model that could not be fetched: why, and the fix
         print(line, file=sys.stderr)
-    _print_bundle_cost(out / "repro")
+    _print_bundle_cost(out / "repro", args.no_repro)
     print(f"{summary['cells_run']} cells run ({summary['resumed']} resumed) -> {results}, {out / 'matrix.csv'}"
           + ("" if args.no_report else f", {out / 'report.html'}"), file=sys.stderr)
     return EXIT_OK
 
 
-def _print_bundle_cost(repro: Path) -> None:
+def _print_bundle_cost(repro: Path, skipped: bool = False) -> None:
     """What the repro bundles of failing cells cost on disk, said once per run."""
+    if skipped:
+        print("no repro bundles written (--no-repro); `onnx-compat export CASE --out DIR` writes one on request",
+              file=sys.stderr)
     if not repro.is_dir():
         return
     bundles = {p.parent for p in repro.rglob("case.json")}
     size = sum(p.stat().st_size for p in repro.rglob("*") if p.is_file())
     if bundles:
         print(f"{len(bundles)} repro bundle(s) of failing cells, {size / 1e6:.0f} MB, under {repro} "
-              "(each `sh repro.sh BACKEND` reruns one; delete the folder if you need none)", file=sys.stderr)
+              "(each `sh repro.sh BACKEND` reruns one; --no-repro writes none)", file=sys.stderr)
 
 
 def _print_summary(records) -> None:

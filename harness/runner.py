@@ -159,13 +159,14 @@ class _Named:
         self.name = name
 
 
-def _crash_record(case: Case, name: str, version: str, message: str, repro_root: str,
+def _crash_record(case: Case, name: str, version: str, message: str, repro_root: str | None,
                   status: Status = Status.CRASH) -> dict[str, Any]:
     from types import SimpleNamespace
 
     rec = _record(case, SimpleNamespace(name=name), status, None, message, 0.0, version)  # type: ignore[arg-type]
     try:
-        rec["repro"] = _bundle(case, case.build(), repro_root, name)
+        if repro_root:
+            rec["repro"] = _bundle(case, case.build(), repro_root, name)
     except Exception:  # noqa: BLE001 - the crash is recorded even if its bundle cannot be
         pass
     return rec
@@ -198,28 +199,30 @@ class RunError(RuntimeError):
 
 def execute(cases: Sequence[Case], backend_names: Sequence[str], out_dir: str | os.PathLike, *, resume: bool = False,
             shard: tuple[int, int] | None = None, jobs: int = 1, isolate: bool = False, timeout: float = 120.0,
-            grid: str = "quick", progress: bool = True, log=None, in_process: bool = False) -> dict[str, Any]:
+            grid: str = "quick", progress: bool = True, log=None, in_process: bool = False,
+            repro: bool = True) -> dict[str, Any]:
     """Run every selected cell, append to out_dir/results.jsonl; returns a summary.
 
     Cells run in `jobs` worker processes (one by default) that this process supervises: a
     native crash inside a runtime costs its cell (`crash`), never the run. `in_process` runs
     them here instead (a debugger, a profiler): a crash then ends the run, and `--resume`
-    records that cell as `crash` and goes on (harness/inflight.py). One run per out_dir (a lock)."""
+    records that cell as `crash` and goes on (harness/inflight.py). One run per out_dir (a lock).
+    `repro` False writes no bundles (records keep `repro: null`)."""
     log = log if log is not None else sys.stderr  # looked up per call: pytest swaps sys.stderr
     from .results import lock_out_dir  # the run loop's files; a single cell (`check`) needs none of this
 
     out = Path(out_dir)
     with lock_out_dir(out):
         return _execute(cases, backend_names, out, resume=resume, shard=shard, jobs=jobs, isolate=isolate,
-                        timeout=timeout, grid=grid, progress=progress, log=log, in_process=in_process)
+                        timeout=timeout, grid=grid, progress=progress, log=log, in_process=in_process, repro=repro)
 
 
 def _execute(cases, backend_names, out: Path, *, resume, shard, jobs, isolate, timeout, grid, progress, log,
-             in_process):
+             in_process, repro=True):
     from .results import ResultsWriter
 
     writer = ResultsWriter(out / "results.jsonl", resume=resume)
-    repro_root = str(out / "repro")
+    repro_root = str(out / "repro") if repro else None  # --no-repro: `onnx-compat export` writes one on request
     by_id = {c.id: c for c in cases}
     versions: dict[str, str] = {}
 

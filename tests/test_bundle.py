@@ -141,3 +141,24 @@ def test_case_json_with_wrong_types_is_one_line(run_cli, tmp_path, field, value)
     meta[field] = value
     (b / "case.json").write_text(json.dumps(meta))
     _one_line(run_cli("check", b, "--backends", "ort-cpu"), "case.json", field)
+
+
+def test_bundle_arrays_are_deflated_and_read_back_exactly(run_cli, tmp_path):
+    """Issue 25: a run writes a bundle per failing case (1 413 on the main job), so their arrays are
+    stored deflated; numpy.load and load_bundle read them back bit for bit."""
+    import zipfile
+
+    from harness.bundle import load_bundle
+
+    b = _export(run_cli, KV8, tmp_path / "b")
+    for name in ("inputs.npz", "expected.npz"):
+        with zipfile.ZipFile(b / name) as zf:
+            assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED}, name
+    case = next(c for c in load_cases("quick") if c.id == KV8)
+    built = case.build()
+    loaded = load_bundle(b)
+    assert len(loaded.feeds) == len(built.feeds)
+    for got, want in zip(loaded.feeds, built.feeds):
+        assert got.keys() == want.keys()
+        for k in want:
+            assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k

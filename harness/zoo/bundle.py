@@ -59,7 +59,7 @@ def _cache_folder(root: Path) -> Path:
 
 
 def write_zoo_bundle(case, built, dest: str | os.PathLike, backend: str = "ort-cpu") -> Path:
-    from ..bundle import _encode, _install
+    from ..bundle import _encode, _install, save_npz
 
     d = built.driver
     dest = Path(dest)
@@ -86,12 +86,12 @@ def write_zoo_bundle(case, built, dest: str | os.PathLike, backend: str = "ort-c
             feeds.update({f"{i}|main|{k}": v for k, v in s.feeds.items()})
             feeds.update({f"{i}|embed|{k}": v for k, v in s.embed_feeds.items()})
         enc, dtypes = _encode(feeds)
-        np.savez(tmp / "feeds.npz", **enc)
-        np.savez(tmp / "expected.npz", **{f"step{i}": e for i, e in enumerate(d.expected)})
+        save_npz(tmp / "feeds.npz", enc)
+        save_npz(tmp / "expected.npz", {f"step{i}": e for i, e in enumerate(d.expected)})
         as_exported = None
         if d.as_exported is not None:
             steps, as_exported = d.as_exported
-            np.savez(tmp / "as_exported.npz", **{f"step{i}": e for i, e in enumerate(steps)})
+            save_npz(tmp / "as_exported.npz", {f"step{i}": e for i, e in enumerate(steps)})
         tol = tolerances.get(case.tolerance)
         step_graphs = [s.graph for s in d.steps]
         meta = {"case_id": case.id, "family": case.family, "features": dict(case.features), "oracle": d.oracle,
