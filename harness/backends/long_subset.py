@@ -1,7 +1,7 @@
 """The main job's subset for slow columns on long prompts.
 
 The shape-true twins (zoo.yaml `shape_true:`: the hub models' attention geometry, 600-token
-prompts that cross the real 512-token window) cost one to three minutes a cell on the runtimes
+prompts that cross the real 512-token window, Phi-3's 2100 past its 2047) cost one to three minutes a cell on the runtimes
 that run through JavaScript (ort-node, ort-web, ort-web-chromium: 5-10x ORT CPU per cell) on two
 cores. The main job (`onnx-compat run` with no --backends/-k/-m, which sets ONNX_COMPAT_LONG_SUBSET=1)
 runs them on reference, the ORT CPU columns, tract and OpenVINO, and skips them here, saying so;
@@ -33,5 +33,5 @@ def long_prompt_skip(case_id: str) -> str:
     """'' when the cell runs; else the `skip` reason."""
     if os.environ.get(ENV) != "1" or case_id not in long_prompt_cases():
         return ""
-    return ("a shape-true twin (a 600-token prompt): the main job runs it on reference, ORT CPU, tract and "
+    return ("a shape-true twin (a 600- to 2100-token prompt): the main job runs it on reference, ORT CPU, tract and "
             f"OpenVINO, and this column in the nightly or when asked for (-m zoo, or {ENV}=0)")

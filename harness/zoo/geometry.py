@@ -9,7 +9,8 @@ hub's, so a test can name each difference.
 
 Configs come in several spellings: transformers 4.5x Gemma-3 (`rope_local_base_freq`,
 `sliding_window_pattern`), 5.x (`layer_types`, `rope_parameters` per layer type), Gemma-4 5.2x
-(`per_layer_config` holding the full layers' head size), Qwen2 (head size = hidden / heads).
+(`per_layer_config` holding the full layers' head size), Qwen2 (head size = hidden / heads,
+`use_sliding_window`), Phi-3 (head size = hidden / heads, `sliding_window` on every layer).
 `config_geometry` reads all of them into one dict of the keys zoo.yaml's `geometry` uses.
 
     python -m harness.zoo.geometry        # per shape-true twin: its geometry and attention
@@ -38,6 +39,10 @@ def _layer_types(cfg: dict) -> list[str]:
     if cfg.get("use_sliding_window") and cfg.get("sliding_window"):
         first = cfg.get("max_window_layers", 0)
         return ["sliding_attention" if i >= first else "full_attention" for i in range(n)]
+    if "use_sliding_window" not in cfg and cfg.get("sliding_window"):
+        # Phi-3 (and Mistral): no switch and no pattern; transformers masks every layer with
+        # sliding_window whenever it is set (modeling_phi3: create_sliding_window_causal_mask)
+        return ["sliding_attention"] * n
     return ["full_attention"] * n
 
 

@@ -134,6 +134,43 @@ def write_manifest(twin_dir, manifest: dict) -> dict:
     return manifest
 
 
+def split_external_data(onnx_path, max_bytes: int = 16 << 20) -> list[str]:
+    """Post-build step of twins whose single external-data file would exceed the 16 MiB a shipped
+    file may have (Phi-3's shape-true twin: hidden 3072, one fused-QKV MatMulNBits is ~14 MB):
+    every tensor the exporter put in external data moves, unchanged, to a file of its own,
+    `<graph>.data.NN` (NN: its index among the external tensors, in graph order), and the graph
+    is re-saved pointing at them; the exporter's single file is removed. Deterministic (names
+    from positions, not from uuids as onnx's all_tensors_to_one_file=False would pick), so a
+    rebuild reproduces every byte. Returns the files written; a tensor over `max_bytes` is an
+    error (it cannot ship at all)."""
+    import onnx
+    from onnx import external_data_helper as edh
+    path = Path(onnx_path)
+    m = onnx.load(str(path), load_external_data=False)
+    tensors = [t for t in edh._get_all_tensors(m) if edh.uses_external_data(t)]
+    olds, written = set(), []
+    for i, t in enumerate(tensors):
+        info = edh.ExternalDataInfo(t)
+        src = path.parent / info.location
+        olds.add(src)
+        with open(src, "rb") as f:
+            f.seek(info.offset or 0)
+            data = f.read(info.length) if info.length else f.read()
+        if len(data) > max_bytes:
+            raise ValueError(f"{path}: tensor {t.name} has {len(data)} bytes, over {max_bytes}: it cannot ship")
+        name = f"{path.name}.data.{i:02d}"
+        atomic_write_bytes(path.parent / name, data)
+        del t.external_data[:]
+        for k, v in (("location", name), ("offset", "0"), ("length", str(len(data)))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+        written.append(name)
+    atomic_write_bytes(path, m.SerializeToString())
+    for old in olds - {path.parent / w for w in written}:
+        old.unlink()
+    return written
+
+
 # ---------------------------------------------------------------- tokens
 
 def twin_tokens(name: str, vocab: int, prompt_len: int = 24, decode_len: int = 4, low: int = 3) -> dict:

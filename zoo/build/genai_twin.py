@@ -52,6 +52,19 @@ GEMMA3_SHAPE_TRUE = dict(GEMMA3, vocab_size=512, num_hidden_layers=26, head_dim=
 #: prompt and decode lengths of the shape-true twins: the prefill crosses the 512-key window and
 #: every decode position (600..603) lies past it
 LONG_PROMPT = dict(prompt_len=600, decode_len=4)
+# Shape-true Phi-3 mini (issue 22; zoo-facts.md §2: 32 heads on 32 KV heads, head_dim 96, rope_theta
+# 1e4, sliding_window 2047, max / original_max_position_embeddings 4096). Phi-3's config has no
+# head_dim: transformers and the builder derive it as hidden_size / heads, so hidden stays 3072 and
+# only the layer count (1 of 32), MLP width and vocabulary are cut. Vocabulary 512, MLP 128: no
+# Linear has out_features == vocab (the builder's LM-head test; fused qkv 9216, o 3072, gate_up 256).
+# initializer_range 0.02 (the hub config's, not the small twins' 0.2): at hidden 3072, 0.2 gives q.k
+# logits of ~100 and one-hot attention. One q4 layer's fused QKV MatMulNBits alone is ~14 MB, so the
+# builder's single .onnx.data (~33 MB) is split one file per tensor after the build
+# (common.split_external_data), each under 16 MiB.
+PHI3_SHAPE_TRUE = dict(PHI3, hidden_size=3072, num_attention_heads=32, num_key_value_heads=32, num_hidden_layers=1,
+                       intermediate_size=128, vocab_size=512, sliding_window=2047, initializer_range=0.02)
+#: the prefill (2100 tokens) crosses the 2047-key window and the decode positions 2100..2103 lie past it
+PHI3_LONG_PROMPT = dict(prompt_len=2100, decode_len=4)
 PHI3_HUB_DIR = "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"
 PHI3_FILE = "phi3-mini-4k-instruct-cpu-int4-rtn-block-32-acc-level-4.onnx"
 
@@ -80,6 +93,14 @@ NOTE_PHI3 = ("EXPORTER FINDING: the builder emits local_window_size=-1 for Phi-3
              "to every layer. Past the window every backend disagrees with eager; against eager with no window "
              "the graph matches (build_info.env_ort_vs_eager_window_variants). The oracle stays the model's own "
              "semantics (sliding_window kept).")
+FINDING_PHI3_SHAPE_TRUE = ("the builder drops Phi-3's sliding_window (local_window_size=-1 while transformers "
+                           "applies config.sliding_window=2047, the hub config's): past the window every backend "
+                           "disagrees with eager")
+NOTE_PHI3_SHAPE_TRUE = ("Shape-true (issue 22): hidden 3072, 32 heads on 32 KV heads, head_dim 96, window 2047 in the "
+                        "config, rope 1e4, 4096 positions as the hub model; 1 of 32 layers, MLP 128, vocabulary 512. "
+                        "POST-BUILD STEP: the builder's single .onnx.data (over the 16 MiB a shipped file may have) "
+                        "is re-saved one file per tensor, <graph>.data.NN (zoo/build/common.py split_external_data); "
+                        "the hub file keeps one .onnx.data. " + NOTE_PHI3.replace("16 here", "2047 here too"))
 
 SPECS = {
     "gemma3-genai-2025-04-fp32": dict(arch="gemma3", env="genai-0.7.1", builder="0.7.1", precision="fp32",
@@ -112,6 +133,13 @@ SPECS = {
                                   subdir=PHI3_HUB_DIR, form="ortgenai-gqa-fused-rotary",
                                   model="phi3-mini-4k-genai-cpu-int4", notes=NOTE_PHI3,
                                   exporter_finding=FINDING_PHI3),
+    "phi3-shapetrue-genai-current-q4": dict(arch="phi3", env="genai-0.18.0", builder="0.18.0", precision="int4",
+                                            extra={"int4_block_size": "32", "accuracy_level": "4",
+                                                   "filename": PHI3_FILE},
+                                            subdir=PHI3_HUB_DIR, form="ortgenai-gqa-fused-rotary",
+                                            model="phi3-mini-4k-genai-cpu-int4", config=PHI3_SHAPE_TRUE,
+                                            tokens=PHI3_LONG_PROMPT, split_external_data=True,
+                                            notes=NOTE_PHI3_SHAPE_TRUE, exporter_finding=FINDING_PHI3_SHAPE_TRUE),
 }
 
 
@@ -136,7 +164,7 @@ def make_checkpoint(spec: dict, ckpt: Path) -> dict:
         cfg = transformers.Gemma3TextConfig(**kw)
         cfg.architectures = ["Gemma3ForCausalLM"]
     else:
-        cfg = transformers.Phi3Config(**PHI3)
+        cfg = transformers.Phi3Config(**spec.get("config", PHI3))
         cfg.architectures = ["Phi3ForCausalLM"]
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").float()
     model.save_pretrained(ckpt, safe_serialization=True)
@@ -262,12 +290,18 @@ def build(name: str, work: Path, dest_root: Path = common.TWINS) -> tuple[dict, 
     ckpt_info = make_checkpoint(spec, work / "ckpt")
     command, builder_s, log = run_builder(spec, work)
     twin, decoder = install(spec, name, work, dest_root)
+    post_build = None
+    if spec.get("split_external_data"):
+        files = common.split_external_data(twin / decoder)
+        post_build = (f"external data re-saved one file per tensor ({len(files)} files, {Path(decoder).name}.data.00"
+                      f"..{len(files) - 1:02d}) by zoo/build/common.py split_external_data: every shipped file "
+                      f"under 16 MiB")
     summary = common.graph_summary(twin / decoder)
     tokens = common.twin_tokens(name, json.loads((twin / "config.json").read_text())["vocab_size"],
                                 **spec.get("tokens", {}))
 
     model = eager_model(spec, work / "ckpt")
-    info = {}
+    info = {"post_build": post_build} if post_build else {}
     if spec["precision"] != "fp32":
         err = common.load_dequantized(model, twin / decoder)
         info["weights_loaded_back"] = len(err)
