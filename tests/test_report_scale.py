@@ -102,3 +102,16 @@ def test_the_zoo_grid_is_the_first_screen(tmp_path):
     assert len(re.findall(r'<td class="g g-', dom)) == 24 * len(synth.BACKENDS)
     assert dom.index('id="zoo-title"') < dom.index('id="families-title"') < dom.index('id="drafts-sec"')
     assert re.search(r'<details class="sec" id="drafts-sec">', dom)  # collapsed below
+
+
+def test_a_passing_zoo_cell_with_low_top1_says_top1_is_not_judged():
+    """A pass under int8act-logits can have top-1 0.00 (a random twin's near-tied logits): the grid
+    once showed "✓ top-1 0.00", which reads as a contradiction. It names what was judged."""
+    from harness.report.cells import zoo_grade
+
+    grade, text, full = zoo_grade("pass", {"top1": 0.0, "kl": 2e-4, "nmse": 4e-4})
+    assert grade == "agree" and text.startswith("NMSE 0.0004") and "top-1 0.00 (not judged)" in text
+    assert "not judged" in full
+    grade, text, _ = zoo_grade("pass", {"top1": 1.0, "kl": 2e-9, "nmse": 1e-12})
+    assert grade == "agree" and "top-1" not in text and "not judged" not in text
+    assert zoo_grade("mismatch", {"top1": 0.5, "kl": 1.0, "nmse": 0.9})[0] == "differ"
