@@ -166,3 +166,22 @@ def test_the_main_job_leaves_the_long_prompt_twins_to_the_nightly_on_the_js_colu
     assert "nightly" in OrtWeb().subset_skip(long[0]) and OrtNode().subset_skip("zoo/qwen25-optimum-q4") == ""
     monkeypatch.setenv(ENV, "0")
     assert OrtWeb().subset_skip(long[0]) == ""
+
+
+def test_the_main_job_leaves_op_cases_extracted_from_shape_true_twins_to_the_nightly(monkeypatch):
+    """The extracted cases carry the twin's shapes: Phi-3's 2100-token GroupQueryAttention took
+    260-316 s a cell on the JS columns (one timed out), so the main job went far past its budget.
+    They follow their twin on the JS and WebGPU columns; a small twin's extracted cases still run."""
+    from harness.backends import webgpu_common
+    from harness.backends.long_subset import ENV
+    from harness.backends.ort_js import OrtWeb
+
+    monkeypatch.setenv(ENV, "1")
+    monkeypatch.setenv("ONNX_COMPAT_WEBGPU_SUBSET", "1")
+    long = "extracted/phi3-shapetrue-genai-current-q4/GroupQueryAttention-0"
+    small = "extracted/phi3-genai-current-q4/GroupQueryAttention-0"
+    assert "extracted from a shape-true twin" in OrtWeb().subset_skip(long)
+    assert OrtWeb().subset_skip(small) == ""
+    assert "extracted from a shape-true twin" in webgpu_common.subset_skip(long, software=True)
+    monkeypatch.setenv(ENV, "0")
+    assert OrtWeb().subset_skip(long) == ""

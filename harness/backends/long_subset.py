@@ -3,8 +3,11 @@
 The shape-true twins (zoo.yaml `shape_true:`: the hub models' attention geometry, 600-token
 prompts that cross the real 512-token window, Phi-3's 2100 past its 2047) cost one to three minutes a cell on the runtimes
 that run through JavaScript (ort-node, ort-web, ort-web-chromium: 5-10x ORT CPU per cell) on two
-cores. The main job (`onnx-compat run` with no --backends/-k/-m, which sets ONNX_COMPAT_LONG_SUBSET=1)
-runs them on reference, the ORT CPU columns, tract and OpenVINO, and skips them here, saying so;
+cores, and so do the op cases extracted from them, which carry the same shapes (Phi-3's 2100-token
+GroupQueryAttention took 260-316 s a cell there, 1 674 s for its 90 extracted cells, against ~5 s
+for a Gemma-3 shape-true twin's). The main job (`onnx-compat run` with no --backends/-k/-m, which
+sets ONNX_COMPAT_LONG_SUBSET=1) runs them on reference, the ORT CPU columns, tract and OpenVINO,
+and skips them on the JS and WebGPU columns, saying so;
 the nightly (ONNX_COMPAT_LONG_SUBSET unset) and any run that names its selection run them all.
 The WebGPU columns have their own, smaller subset (webgpu_common.py).
 """
@@ -19,7 +22,7 @@ ENV = "ONNX_COMPAT_LONG_SUBSET"
 
 @functools.lru_cache(maxsize=1)
 def long_prompt_cases() -> frozenset[str]:
-    """Case ids of the shape-true twins zoo.yaml names."""
+    """Case ids of the shape-true twins zoo.yaml names (their extracted cases: `long_prompt_case`)."""
     try:
         from ..zoo.twins import load_zoo
 
@@ -29,9 +32,18 @@ def long_prompt_cases() -> frozenset[str]:
     return frozenset(f"zoo/{name}" for m in zoo.models for name in m.shape_true)
 
 
+def long_prompt_case(case_id: str) -> bool:
+    """A shape-true twin, or an op case extracted from one (`extracted/<twin>/<op>-<i>`)."""
+    twins = long_prompt_cases()
+    if case_id.startswith("extracted/"):
+        return f"zoo/{case_id.split('/')[1]}" in twins
+    return case_id in twins
+
+
 def long_prompt_skip(case_id: str) -> str:
     """'' when the cell runs; else the `skip` reason."""
-    if os.environ.get(ENV) != "1" or case_id not in long_prompt_cases():
+    if os.environ.get(ENV) != "1" or not long_prompt_case(case_id):
         return ""
-    return ("a shape-true twin (a 600- to 2100-token prompt): the main job runs it on reference, ORT CPU, tract and "
+    what = "an op case extracted from a shape-true twin" if case_id.startswith("extracted/") else "a shape-true twin"
+    return (f"{what} (a 600- to 2100-token prompt): the main job runs it on reference, ORT CPU, tract and "
             f"OpenVINO, and this column in the nightly or when asked for (-m zoo, or {ENV}=0)")
