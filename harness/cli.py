@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                         "the report's latency columns)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--no-repro", action="store_true",
-                   help="write no repro bundles (deflated, ~0.4 MB per failing case; `export` writes one later)")
+                   help="write no repro bundles (deflated, ~0.4 MB per failing case, none over ONNX_COMPAT_REPRO_MAX_MB=64; "
+                        "`export` writes one later)")
 
     lo = sub.add_parser("locate", help="the first node where a backend leaves the reference, extracted as a repro")
     lo.add_argument("case_id", metavar="CASE")
@@ -276,17 +277,25 @@ def _run_locked(args, names, shard, cases, out: Path) -> int:
     _print_summary(records)
     for line in fetch_failures(records):  # a hub model that could not be fetched: why, and the fix
         print(line, file=sys.stderr)
-    _print_bundle_cost(out / "repro", args.no_repro)
+    _print_bundle_cost(out / "repro", args.no_repro, records)
     print(f"{summary['cells_run']} cells run ({summary['resumed']} resumed) -> {results}, {out / 'matrix.csv'}"
           + ("" if args.no_report else f", {out / 'report.html'}"), file=sys.stderr)
     return EXIT_OK
 
 
-def _print_bundle_cost(repro: Path, skipped: bool = False) -> None:
+def _print_bundle_cost(repro: Path, skipped: bool = False, records=()) -> None:
     """What the repro bundles of failing cells cost on disk, said once per run."""
     if skipped:
         print("no repro bundles written (--no-repro); `onnx-compat export CASE --out DIR` writes one on request",
               file=sys.stderr)
+        return
+    from .runner import repro_max_mb
+
+    big = sorted({r["case_id"] for r in records if r["status"] not in ("pass", "skip", "unavailable")
+                  and not r.get("repro")})
+    if big:
+        print(f"{len(big)} failing case(s) got no repro bundle (arrays over {repro_max_mb():g} MiB, "
+              f"ONNX_COMPAT_REPRO_MAX_MB; e.g. {big[0]}): `onnx-compat export CASE --out DIR` writes one", file=sys.stderr)
     if not repro.is_dir():
         return
     bundles = {p.parent for p in repro.rglob("case.json")}

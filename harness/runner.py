@@ -94,11 +94,34 @@ def _close_worker() -> None:
         _INFLIGHT = None
 
 
-def _bundle(case: Case, built: Built, repro_root: str, backend: str) -> str:
+#: a case whose arrays exceed this gets no bundle in a run (`onnx-compat export` writes it on
+#: request): Phi-3's shape-true GroupQueryAttention carries a 4096-position fp32 KV buffer of
+#: random values (~180 MB a bundle, incompressible), two such were 274 MB of the main job's 641
+REPRO_MAX_MB_DEFAULT = 64
+
+
+def repro_max_mb() -> float:
+    """The cap, in MiB: ONNX_COMPAT_REPRO_MAX_MB, default 64."""
+    return float(os.environ.get("ONNX_COMPAT_REPRO_MAX_MB", REPRO_MAX_MB_DEFAULT))
+
+
+def _array_bytes(built: Built) -> int:
+    steps = [*built.feeds, *built.expected, *built.masks, *(s for a in built.alternates.values() for s in a)]
+    return sum(int(getattr(v, "nbytes", 0)) for step in steps for v in step.values())
+
+
+def _bundle(case: Case, built: Built, repro_root: str, backend: str) -> str | None:
     dest = Path(repro_root) / case.id
     if not (dest / "case.json").exists():
+        if _array_bytes(built) > repro_max_mb() * 2**20:
+            return None
         write_bundle(case, built, dest, backend=backend if backend != "reference" else "ort-cpu")
     return str(dest)
+
+
+#: statuses that are no verdict on the backend: nothing to reproduce (a skip is the harness's own
+#: subset rule, an unavailable backend never ran)
+_NO_BUNDLE = frozenset({Status.PASS.value, Status.SKIP.value, Status.UNAVAILABLE.value})
 
 
 def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[dict[str, Any]]:
@@ -116,7 +139,7 @@ def _run_case(case: Case, names: Sequence[str], repro_root: str | None) -> list[
         if _INFLIGHT is not None:
             _INFLIGHT.begin(case.id, n, _cell_limit(built, b))
         rec = run_cell(case, b, built, model, avail, version)
-        if rec["status"] != Status.PASS.value and repro_root and built is not None and rec["status"] != Status.UNAVAILABLE.value:
+        if rec["status"] not in _NO_BUNDLE and repro_root and built is not None:
             rec["repro"] = _bundle(case, built, repro_root, n)
         records.append(rec)
     return records

@@ -127,11 +127,20 @@ class Missing(_Base):
         raise AssertionError("prepare called on an unavailable backend")
 
 
+class SubsetSkipping(Lying):
+    """Would fail every cell, but the harness's subset rule skips them all first (as the WebGPU
+    columns skip 7 op cases in 8 in the main job): a skip is no verdict and gets no bundle."""
+    name = "fake-subset-skip"
+
+    def subset_skip(self, case_id):
+        return "fake-subset-skip: outside this column's subset"
+
+
 ALL = "fake-abort=tests.fake_backends:Aborting,fake-hang=tests.fake_backends:Hanging," \
       "fake-refuse=tests.fake_backends:Refusing,fake-break=tests.fake_backends:Breaking," \
       "fake-lie=tests.fake_backends:Lying,fake-missing=tests.fake_backends:Missing," \
       "fake-abort-inproc=tests.fake_backends:AbortingInProcess,fake-segv-inproc=tests.fake_backends:SegfaultingInProcess," \
-      "fake-hang-inproc=tests.fake_backends:HangingInProcess"
+      "fake-hang-inproc=tests.fake_backends:HangingInProcess,fake-subset-skip=tests.fake_backends:SubsetSkipping"
 
 
 class AbortingAtStart(_Base):
