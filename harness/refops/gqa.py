@@ -149,6 +149,7 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
     q_valids = [min(s_len, int(seqlens[b]) + 1) if query_seqlens is None else int(np.asarray(query_seqlens).reshape(-1)[b])
                 for b in range(b_sz)]
     # R6: a first prompt is a step with nothing cached before it in any entry (P = 0 everywhere)
+    bias = None if attention_bias is None else attention_bias.astype(f64)
     first_prompt = not kv_from_past and all(int(seqlens[b]) + 1 == q_valids[b] for b in range(b_sz))
     for b in range(b_sz):
         t = int(seqlens[b]) + 1
@@ -192,37 +193,40 @@ def gqa(query, key, value, past_key, past_value, seqlens_k, total_sequence_lengt
                 present_v[b, :, p:t] = np.transpose(vb, (1, 0, 2))
             keys = np.arange(t)
             seq_k, seq_v = present_k[b, :, :t], present_v[b, :, :t]
+        # one head at a time, every valid query row at once (a row per query position)
+        qpos = p + np.arange(q_valid)
+        allowed = np.ones((q_valid, len(keys)), bool)
+        if causal:
+            allowed &= keys[None, :] <= qpos[:, None]
+        if window is not None:
+            allowed &= keys[None, :] > (qpos - window)[:, None]
         for hq in range(n):
             hk = hq // group
             kk, vv = seq_k[hk], seq_v[hk]
-            for s in range(q_valid):
-                qpos = p + s
-                scores = (kk @ qb[s, hq]) * scale
-                if softcap and softcap > 0:  # R5: scale, softcap, then bias and mask
-                    scores = softcap * np.tanh(scores / softcap)
-                if qk_output == 1:
-                    qk[b, hq, s, keys] = scores
-                if attention_bias is not None:
-                    ab = attention_bias.astype(f64)
-                    scores = scores + ab[min(b, ab.shape[0] - 1), min(hq, ab.shape[1] - 1), s, keys]
-                allowed = np.ones(len(keys), bool)
-                if causal:
-                    allowed &= keys <= qpos
-                if window is not None:
-                    allowed &= keys > qpos - window
-                z = np.where(allowed, scores, -np.inf)
-                sink = None
-                if head_sink is not None:  # R8
-                    sink = float(head_sink.astype(f64)[hq])
-                elif smooth_softmax == 1:
-                    sink = 0.0
-                m = z.max() if sink is None else max(z.max(), sink)
+            scores = (qb[:, hq] @ kk.T) * scale
+            if softcap and softcap > 0:  # R5: scale, softcap, then bias and mask
+                scores = softcap * np.tanh(scores / softcap)
+            if qk_output == 1:
+                qk[b, hq][:q_valid, keys] = scores
+            if bias is not None:
+                scores = scores + bias[min(b, bias.shape[0] - 1), min(hq, bias.shape[1] - 1)][:q_valid][:, keys]
+            z = np.where(allowed, scores, -np.inf)
+            sink = None
+            if head_sink is not None:  # R8
+                sink = float(head_sink.astype(f64)[hq])
+            elif smooth_softmax == 1:
+                sink = 0.0
+            m = z.max(axis=1, keepdims=True)
+            if sink is not None:
+                m = np.maximum(m, sink)
+            with np.errstate(invalid="ignore"):  # a row with every key masked: -inf - -inf
                 e = np.where(allowed, np.exp(z - m), 0.0)
-                den = e.sum() + (0.0 if sink is None else np.exp(sink - m))
+            den = e.sum(axis=1, keepdims=True) + (0.0 if sink is None else np.exp(sink - m))
+            with np.errstate(invalid="ignore", divide="ignore"):
                 prob = e / den
-                out[b, s, hq] = prob @ vv
-                if qk_output == 2:
-                    qk[b, hq, s, keys] = prob
+            out[b, :q_valid, hq] = prob @ vv
+            if qk_output == 2:
+                qk[b, hq][:q_valid, keys] = prob
     dt = query.dtype
     if keep_f64:
         return out.reshape(b_sz, s_len, n * h).astype(dt), present_k, present_v, qk

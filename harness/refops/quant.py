@@ -51,11 +51,26 @@ class MatMulNBits(OpRun):
              accuracy_level=0, weight_prepacked=0):
         if weight_prepacked:
             raise NotImplementedError("weight_prepacked layouts are EP-specific; the reference reads only layout 0")
-        w = matmul_nbits_weight(B, scales, zero_points, g_idx, K, N, bits, block_size)
+        w = self._weight(B, scales, zero_points, g_idx, K, N, bits, block_size)
         y = A.astype(np.float64) @ w.T
         if bias is not None:
             y = y + bias.astype(np.float64)
         return (y.astype(A.dtype),)
+
+    def _weight(self, *args) -> np.ndarray:
+        """The dequantised weight, kept while the same weight bytes come back: a zoo twin's
+        initializers reach every step unchanged, and dequantising Phi-3's 3072 x 9216 QKV weight
+        again on each of five steps was half the reference's time there. The check compares
+        bytes (a copy is kept), not identity, so an array changed in place is a new weight."""
+        arrays = tuple(None if a is None else np.array(a, copy=True) for a in args[:4])
+        kept = getattr(self, "_kept", None)
+        if kept is not None and kept[1] == args[4:] and all(
+                (x is None and y is None) or (x is not None and y is not None and x.dtype == y.dtype
+                                              and np.array_equal(x, y)) for x, y in zip(kept[0], arrays)):
+            return kept[2]
+        w = matmul_nbits_weight(*args)
+        self._kept = (arrays, args[4:], w)
+        return w
 
 
 def gbq_dequantize(data, scales, zero_points, bits: int, block_size: int, quantize_axis: int) -> np.ndarray:
