@@ -70,6 +70,9 @@ class Case:
     #: ids of harness.readings.REFUSALS: configurations the operator text says some backends
     #: must reject, so their refusal is the conformant verdict (`unsupported`, not `error`)
     refusals: tuple[str, ...] = ()
+    #: the model alone, where building it is much cheaper than `make` (feeds and oracle):
+    #: coverage reads only the graph; None means `build().model`
+    model_only: Callable[[], onnx.ModelProto] | None = None
 
     @property
     def seed(self) -> int:
@@ -77,6 +80,12 @@ class Case:
 
     def build(self) -> Built:
         return _build_cached(self)
+
+    def model(self) -> onnx.ModelProto:
+        """The case's model; without building feeds and oracle where the case can."""
+        if self.model_only is not None and self.id not in _CACHE:
+            return self.model_only()
+        return self.build().model
 
 
 def seed_for(case_id: str) -> int:

@@ -221,9 +221,8 @@ def _np_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def _build(cfg: Config, root: Path, rng: np.random.Generator) -> Built:
-    from .backends.reference import Reference
-    from .backends.base import ModelRef
+def _graph(cfg: Config, root: Path, rng: np.random.Generator | None) -> tuple[onnx.ModelProto, dict, list[str]]:
+    """The one-node model, its feeds (none drawn when rng is None) and its output names."""
     from .graph import np_to_tensor_type
 
     model = onnx.load(str(root / cfg.graph)) if any(i["kind"] == "const" and "value" not in i for i in cfg.inputs) \
@@ -247,13 +246,14 @@ def _build(cfg: Config, root: Path, rng: np.random.Generator) -> Built:
                 g_inits.append(t)
             continue
         shape = i["shape"]
-        if "value" in i:
-            a = np.asarray(i["value"], dt).reshape(shape)
+        if rng is None:
+            pass
+        elif "value" in i:
+            feeds[name] = np.asarray(i["value"], dt).reshape(shape)
         elif dt.kind == "f" or dt.name == "bfloat16":
-            a = rng.standard_normal(shape).astype(dt)
+            feeds[name] = rng.standard_normal(shape).astype(dt)
         else:
-            a = rng.integers(0, 2, size=shape).astype(dt)
-        feeds[name] = a
+            feeds[name] = rng.integers(0, 2, size=shape).astype(dt)
         g_inputs.append(helper.make_tensor_value_info(name, np_to_tensor_type(dt), shape))
     outs = [f"out{k}" if o else "" for k, o in enumerate(cfg.outputs)]
     node = helper.make_node(cfg.op_type, names, outs, domain=None if cfg.domain == "ai.onnx" else cfg.domain,
@@ -263,6 +263,15 @@ def _build(cfg: Config, root: Path, rng: np.random.Generator) -> Built:
     ops = [helper.make_opsetid("" if d == "ai.onnx" else d, v) for d, v in cfg.opsets.items()]
     m = helper.make_model(g, opset_imports=ops, producer_name="onnx-compat extract")
     m.ir_version = cfg.ir_version
+    return m, feeds, outs
+
+
+def _build(cfg: Config, root: Path, rng: np.random.Generator) -> Built:
+    from .backends.base import ModelRef
+    from .backends.reference import Reference
+    from .graph import np_to_tensor_type
+
+    m, feeds, outs = _graph(cfg, root, rng)
     ref = Reference().prepare(ModelRef(m)).run(feeds)
     keep = outs[:1] if TARGETS[cfg.op_type] == "attention" else [o for o in outs if o]
     expected = {o: ref[o] for o in keep if o in ref}
@@ -294,13 +303,19 @@ def to_cases(configs: list[Config], root: Path) -> list[Case]:
                     "const": [i["kind"] == "const" for i in c.inputs]}
         out.append(Case(id=f"extracted/{c.model}/{c.op_type}-{n}", family="extracted", features=features,
                         marks=marks, tolerance=op_profile(c.op_type, _np_dtype(dt), c.attrs),
-                        make=partial(_make, c, str(root)),
+                        make=partial(_make, c, str(root)), model_only=partial(_model_only, c, str(root)),
                         description=f"{c.op_type} {c.node} of {c.model} ({c.graph}), its export's configuration"))
     return out
 
 
 def _make(cfg: Config, root: str, rng: np.random.Generator) -> Built:
     return _build(cfg, Path(root), rng)
+
+
+def _model_only(cfg: Config, root: str) -> onnx.ModelProto:
+    """The case's node without feeds or oracle: what coverage reads (an extracted case's oracle
+    runs the reference over export-sized tensors, e.g. 2 100 tokens of Phi-3 attention)."""
+    return _graph(cfg, Path(root), None)[0]
 
 
 def cmd_extract(model: str, name: str | None, backends_spec: list[str], out: str | None, as_json: bool) -> int:

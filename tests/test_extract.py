@@ -65,6 +65,22 @@ def test_cases_are_named_after_the_model_and_pass_on_the_reference():
         assert run_cell(c, OrtCpu(), built)["status"] == "pass"
 
 
+def test_the_model_alone_is_the_built_cases_graph_without_running_the_oracle(monkeypatch):
+    """Coverage reads `Case.model()`: for an extracted case it skips the feeds and the reference
+    run, and must give the same node, inputs and initializers as `build()`."""
+    cases = ex.to_cases(ex.twin_configs(TWINS / GQA_TWIN), TWINS / GQA_TWIN)
+    built = {c.id: c.build().model for c in cases}
+    from harness import case as case_mod
+
+    monkeypatch.setattr(case_mod, "_CACHE", type(case_mod._CACHE)())  # force the model-only path
+    monkeypatch.setattr(Reference, "prepare", lambda *a: pytest.fail("model() ran the reference"))
+    for c in cases:
+        alone = c.model()
+        assert alone.graph.node == built[c.id].graph.node, c.id
+        assert alone.graph.initializer == built[c.id].graph.initializer, c.id
+        assert [i.name for i in alone.graph.input] == [i.name for i in built[c.id].graph.input], c.id
+
+
 def test_constants_are_the_exports_and_activations_random():
     cases = ex.to_cases(ex.twin_configs(TWINS / GQA_TWIN), TWINS / GQA_TWIN)
     mnb = next(c for c in cases if c.features["op"] == "MatMulNBits")

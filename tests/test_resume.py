@@ -9,7 +9,7 @@ import time
 
 from tests.conftest import ROOT
 
-SEL = ["-m", "norm", "--backends", "reference,ort-cpu,ort-cpu-noopt"]
+SEL = ["-m", "norm and not extracted", "--backends", "reference,ort-cpu,ort-cpu-noopt"]
 
 
 def cells(path):

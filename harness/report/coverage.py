@@ -8,6 +8,7 @@ output no case wires. Required attributes are listed with their values but are n
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ def _ort_schema(domain: str, op: str, version: int):
     return max(cands, key=lambda s: s.since_version) if cands else None
 
 
+@functools.lru_cache(maxsize=None)
 def _schema(domain: str, op: str, version: int):
     """(since_version, {attr: (required, default)}, [(input, optional)], [(output, optional)])."""
     try:
@@ -142,7 +144,7 @@ def collect(models: Iterable[onnx.ModelProto]) -> dict[tuple[str, str, int], OpC
 def case_models(cases) -> Iterable[onnx.ModelProto]:
     for c in cases:
         try:
-            yield c.build().model
+            yield c.model()
         except Exception:  # noqa: BLE001 - a case that cannot build covers nothing (run shows why)
             continue
 
