@@ -62,15 +62,19 @@ class MatMulNBits(OpRun):
         initializers reach every step unchanged, and dequantising Phi-3's 3072 x 9216 QKV weight
         again on each of five steps was half the reference's time there. The check compares
         bytes (a copy is kept), not identity, so an array changed in place is a new weight."""
-        arrays = tuple(None if a is None else np.array(a, copy=True) for a in args[:4])
         kept = getattr(self, "_kept", None)
-        if kept is not None and kept[1] == args[4:] and all(
-                (x is None and y is None) or (x is not None and y is not None and x.dtype == y.dtype
-                                              and np.array_equal(x, y)) for x, y in zip(kept[0], arrays)):
+        if kept is not None and kept[1] == args[4:] and all(map(_same_bytes, kept[0], args[:4])):
             return kept[2]
         w = matmul_nbits_weight(*args)
-        self._kept = (arrays, args[4:], w)
+        self._kept = (tuple(None if a is None else np.array(a, copy=True) for a in args[:4]), args[4:], w)
         return w
+
+
+def _same_bytes(kept, given) -> bool:
+    if kept is None or given is None:
+        return kept is None and given is None
+    given = np.asarray(given)
+    return kept.dtype == given.dtype and np.array_equal(kept, given)
 
 
 def gbq_dequantize(data, scales, zero_points, bits: int, block_size: int, quantize_axis: int) -> np.ndarray:
