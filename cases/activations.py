@@ -24,6 +24,7 @@ from harness.refops import activations as ref_act
 from harness.tolerances import for_dtype
 
 FAMILY = Family(
+    name="activation",
     marks={"activation": "GELU-family activations: com.microsoft Gelu, BiasGelu, FastGelu, QuickGelu"},
     reference_ops=ref_act.OPS,
     rows=[Row("FastGelu with bias", "BERT/GPT-2 exports fused by ORT's transformer optimizer",

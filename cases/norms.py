@@ -25,6 +25,7 @@ from harness.families import Family, Row
 from harness.refops import norms as ref_norms
 
 FAMILY = Family(
+    name="norm",
     reference_ops=ref_norms.OPS,
     rows=[
         Row("SimplifiedLayerNormalization on non-centred input",

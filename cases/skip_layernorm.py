@@ -21,6 +21,7 @@ from harness.refops import layernorm as ref_ln
 from harness.tolerances import for_dtype
 
 FAMILY = Family(
+    name="layernorm",
     marks={"layernorm": "com.microsoft.SkipLayerNormalization"},
     reference_ops=ref_ln.OPS,
     rows=[Row("SkipLayerNormalization with beta and bias", "BERT/GPT-2 exports (ORT transformer optimizer)",

@@ -107,11 +107,12 @@ def _cell_ratios(cases, names: list[str], repeat: int, progress: Callable[[str],
             built = case.build()
             if built.driver is not None:
                 continue  # a zoo decode loop has no single bare session to compare with
-            model_bytes = built.model.SerializeToString()
+            model = ModelRef(built.model)  # one per case, handed to every backend, as a run does
+            model_bytes = model.serialized()
             for n, b in bes.items():
                 if not info[n][0][0]:
                     continue
-                first = run_cell(case, b, built, None, *info[n])  # warm-up: imports, kernels, worker start
+                first = run_cell(case, b, built, model, *info[n])  # warm-up: imports, kernels, worker start
                 _free()
                 if first["status"] not in ("pass", "mismatch", "ambiguous"):
                     continue  # a refused or failing cell has no fair bare counterpart
@@ -126,7 +127,7 @@ def _cell_ratios(cases, names: list[str], repeat: int, progress: Callable[[str],
                     order = ("h", "b") if rep % 2 == 0 else ("b", "h")
                     for what in order:
                         if what == "h":
-                            h.append(_time(lambda: run_cell(case, b, built, None, *info[n])))
+                            h.append(_time(lambda: run_cell(case, b, built, model, *info[n])))
                         else:
                             r.append(_time(bare))
                 k = (n, case.family)

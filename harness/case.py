@@ -73,6 +73,10 @@ class Case:
     #: the model alone, where building it is much cheaper than `make` (feeds and oracle):
     #: coverage reads only the graph; None means `build().model`
     model_only: Callable[[], onnx.ModelProto] | None = None
+    #: the backend whose own outputs are this case's oracle (an extracted case's expected outputs
+    #: are the reference backend's on the same bytes): that column's cell could only compare the
+    #: backend with itself, so it is `skip`, saying so, and the case is not built for it
+    oracle_backend: str = ""
 
     @property
     def seed(self) -> int:

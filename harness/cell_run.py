@@ -49,6 +49,11 @@ def _refused(case: Case, backend: Backend, status: Status, message: str, seconds
     return _record(case, backend, status, None, message, seconds, version)
 
 
+#: why a backend's cell on a case whose oracle is that backend itself is `skip`
+ORACLE_ITSELF = ("this case's expected outputs are the {backend} backend's own on the same bytes: its cell would "
+                 "compare {backend} with itself; every other column is judged against it")
+
+
 def execute_steps(session, built: Built) -> list[dict[str, np.ndarray]]:
     outputs: list[dict[str, np.ndarray]] = []
     for i, feeds in enumerate(built.feeds):
@@ -95,6 +100,8 @@ def _run_cell_once(case: Case, backend: Backend, built: Built | None, model: Mod
     zoo_only = getattr(getattr(backend, "inner", backend), "zoo_only", "")
     if zoo_only and case.family != "zoo":
         return _record(case, backend, Status.SKIP, None, zoo_only, 0.0, version)
+    if case.oracle_backend and case.oracle_backend == backend.name:
+        return _record(case, backend, Status.SKIP, None, ORACLE_ITSELF.format(backend=backend.name), 0.0, version)
     # a column too slow for the main job runs a documented subset there (the WebGPU columns)
     subset = getattr(getattr(backend, "inner", backend), "subset_skip", None)
     if ok and subset is not None and (reason := subset(case.id)):

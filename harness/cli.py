@@ -313,7 +313,8 @@ def _print_summary(records) -> None:
 
 
 def cmd_locate(args) -> int:
-    from .locate import find_case, locate_cell, summary_line
+    from .locate import locate_cell, summary_line
+    from .registry import find_case
 
     _check_timeout(args)
     _out_dir(args.out)
@@ -342,21 +343,15 @@ def cmd_extract(args) -> int:
 
 def cmd_export(args) -> int:
     from .bundle import write_bundle
-    from .registry import load_cases
+    from .registry import find_case
 
     dest = Path(args.out)
     if dest.exists() and any(dest.iterdir()) and not (dest / "case.json").exists():
         raise UsageError(f"{dest} exists and is not a bundle; choose an empty or new --out directory")
-    cases = {c.id: c for c in load_cases(args.grid)}
-    if args.case_id not in cases:
-        from .zoo import zoo_cases
-
-        cases.update({c.id: c for c in zoo_cases("twins")})
-    if args.case_id not in cases:
-        close = [c for c in cases if args.case_id in c][:5]
-        hint = f" (did you mean {', '.join(close)}?)" if close else "; `onnx-compat list` shows the ids"
-        raise UsageError(f"unknown case id {args.case_id!r}{hint}")
-    case = cases[args.case_id]
+    try:
+        case = find_case(args.case_id, args.grid)
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
     write_bundle(case, case.build(), dest)
     print(f"wrote {dest}/ ({', '.join(sorted(p.name + ('/' if p.is_dir() else '') for p in Path(dest).iterdir()))})")
     return EXIT_OK

@@ -6,8 +6,9 @@ run of the export saw them, whether it is a constant or absent, which outputs ar
 one case: the node alone, its constants as the export has them (packed weights, scales, cos/sin
 caches), its integer inputs as recorded (seqlens, lengths, positions, indices: the op's
 bookkeeping must stay consistent with the shapes), its float activations random from the case
-seed. The oracle is the reference backend on those bytes, so the reference column agrees by
-construction and every other column is judged against the spec. Attention ops are judged on
+seed. The oracle is the reference backend on those bytes, so the reference column would agree by
+construction: its cell is `skip`, saying so (Case.oracle_backend), and every other column is judged
+against the spec. Attention ops are judged on
 their first output only: a shared or windowed KV buffer's present holds rows the text leaves
 unspecified (the gqa family judges presents, with masks).
 
@@ -304,6 +305,7 @@ def to_cases(configs: list[Config], root: Path) -> list[Case]:
         out.append(Case(id=f"extracted/{c.model}/{c.op_type}-{n}", family="extracted", features=features,
                         marks=marks, tolerance=op_profile(c.op_type, _np_dtype(dt), c.attrs),
                         make=partial(_make, c, str(root)), model_only=partial(_model_only, c, str(root)),
+                        oracle_backend="reference",
                         description=f"{c.op_type} {c.node} of {c.model} ({c.graph}), its export's configuration"))
     return out
 

@@ -31,6 +31,9 @@ class Row:
 
 @dataclass(frozen=True)
 class Family:
+    #: the family its cases carry (Case.family, the first segment of every id); None: the module's
+    #: name. Lets one case be found by its id without building every family's grid.
+    name: str | None = None
     marks: dict[str, str] = field(default_factory=dict)
     #: onnx.reference OpRun classes the reference backend needs for this family's models
     reference_ops: Sequence[type] = ()
@@ -42,6 +45,10 @@ class FamilyModule:
     module: str  # the file's stem under cases/
     family: Family
     mod: ModuleType
+
+    @property
+    def name(self) -> str:
+        return self.family.name or self.module
 
     def cases(self, grid: str):
         return list(self.mod.cases(grid))
@@ -71,6 +78,12 @@ def module_names() -> list[str]:
 
 def get(module: str) -> FamilyModule | None:
     return next((f for f in discover() if f.module == module), None)
+
+
+def of_case_id(case_id: str) -> list[FamilyModule]:
+    """The family modules whose cases' ids start as this one does ("norm/..." -> cases/norms.py)."""
+    prefix = case_id.split("/", 1)[0]
+    return [f for f in discover() if f.name == prefix]
 
 
 def family_marks() -> dict[str, str]:

@@ -536,21 +536,6 @@ def _write_repro(case: Case, backend: Backend, ref: Backend, result: dict, out_d
             "repro_ok": on_b != "pass" and on_r == "pass"}
 
 
-def find_case(case_id: str, grid: str | None = None) -> Case:
-    """A case by id: the grid's families, or a zoo twin. KeyError names close ids."""
-    from .registry import load_cases
-    from .zoo import zoo_cases
-
-    cases = {c.id: c for c in load_cases(grid)}
-    if case_id not in cases:
-        cases.update({c.id: c for c in zoo_cases("twins")})
-    if case_id not in cases:
-        close = [c for c in cases if case_id in c][:5]
-        hint = f" (did you mean {', '.join(close)}?)" if close else "; `onnx-compat list` shows the ids"
-        raise KeyError(f"unknown case id {case_id!r}{hint}")
-    return cases[case_id]
-
-
 def _brief(e: BaseException, limit: int = 160) -> str:
     """A backend's error in a line: its first line (a Rust error's backtrace and "Caused by" chain
     follow it; a terminal or a cell's message has no use for them)."""

@@ -57,6 +57,26 @@ def load_cases(grid: str | None = None, families: Iterable[str] | None = None) -
     return out
 
 
+def find_case(case_id: str, grid: str | None = None) -> Case:
+    """A case by id: built from its own family's grid alone where the id names a family (an export
+    or a locate of one case need not collect ONNX's node tests or read every twin), else from every
+    family and the zoo's twins. KeyError names close ids."""
+    for fam in families.of_case_id(case_id):
+        for c in family_cases(fam.module, grid or default_grid()):
+            if c.id == case_id:
+                return c
+    from .zoo import zoo_cases
+
+    cases = {c.id: c for c in load_cases(grid)}
+    if case_id not in cases:
+        cases.update({c.id: c for c in zoo_cases("twins")})
+    if case_id not in cases:
+        close = [c for c in cases if case_id in c][:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else "; `onnx-compat list` shows the ids"
+        raise KeyError(f"unknown case id {case_id!r}{hint}")
+    return cases[case_id]
+
+
 def _compile(expr: str, option: str):
     # pytest's expression language has no public API; this is the one place that reaches into it
     # (tests/test_registry.py pins its behaviour, so a pytest upgrade that changes it fails there).

@@ -10,7 +10,7 @@ than its profile allows has a finding, not a pass.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 FP32_EPS = 2.0**-23  # 1.19e-7
 FP16_EPS = 2.0**-10  # 9.77e-4
@@ -38,9 +38,9 @@ class Tolerance:
     atol_rms: float = 0.0
 
     def as_record(self) -> dict:
-        d = asdict(self)
-        d.pop("reason")
-        d["profile"] = d.pop("name")
+        """The bounds as a cell records them (every cell: no deep copy of scalars)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "reason")}
+        d["profile"] = self.name
         return d
 
 

@@ -85,3 +85,27 @@ def test_a_row_naming_a_mark_no_case_carries_matches_nothing_instead_of_failing(
     assert keep("gqa/x", ("gqa_rotary",)) and not keep("zoo/y", ("zoo",))
     with pytest.raises(registry.SelectionError):
         registry.selector(None, "zoo_no_such_form")
+
+
+def test_every_case_id_starts_with_its_family_modules_declared_name():
+    """`find_case` builds only the family an id names ("norm/..." -> cases/norms.py): that holds
+    only while every case of a module carries the family name its FAMILY declares."""
+    from harness import families
+
+    for f in families.discover():
+        for grid in ("quick", "full"):
+            wrong = [c.id for c in f.cases(grid) if c.family != f.name or not c.id.startswith(f.name + "/")]
+            assert not wrong, f"cases/{f.module}: {wrong[:3]} do not start with {f.name!r}/"
+
+
+def test_find_case_builds_only_the_family_the_id_names(monkeypatch):
+    from harness import families, registry
+
+    built = []
+    real = registry.family_cases
+    monkeypatch.setattr(registry, "family_cases", lambda m, g: built.append(m) or real(m, g))
+    case = registry.find_case("norm/simplified-axis-1-2x5x64-centred-fp32", "quick")
+    assert case.family == "norm" and built == ["norms"]
+    with pytest.raises(KeyError, match="unknown case id 'norm/nope'"):
+        registry.find_case("norm/nope", "quick")
+    assert families.of_case_id("zoo/x")[0].module == "zoo"

@@ -74,6 +74,7 @@ class ModelRef:
         self._proto = proto
         self._path = Path(path) if path is not None else None
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._bytes: bytes | None = None
 
     @property
     def proto(self) -> onnx.ModelProto:
@@ -100,9 +101,12 @@ class ModelRef:
         return self._path is not None and self._proto is None
 
     def serialized(self) -> bytes:
-        if self._proto is None and self._path is not None:
-            return self._path.read_bytes()
-        return self.proto.SerializeToString()
+        """The model's bytes, made once: a run hands one ModelRef to every backend of a case."""
+        if self._bytes is None:
+            if self._proto is None and self._path is not None:
+                return self._path.read_bytes()
+            self._bytes = self.proto.SerializeToString()
+        return self._bytes
 
 
 class Session(ABC):

@@ -51,19 +51,30 @@ def from_ort_value(v) -> np.ndarray:
     return out
 
 
+#: dtype -> whether it must travel as an OrtValue (dtype.name is slow enough to matter per feed)
+_BY_ORT_VALUE: dict[np.dtype, bool] = {}
+
+
+def _by_ort_value(dtype: np.dtype) -> bool:
+    hit = _BY_ORT_VALUE.get(dtype)
+    if hit is None:
+        hit = _BY_ORT_VALUE[dtype] = dtype.name in _ONNX_TYPE_OF
+    return hit
+
+
 class OrtSession(Session):
     def __init__(self, sess, note: str = ""):
         self._sess = sess
-        self._outputs = [o.name for o in sess.get_outputs()]
-        self._inputs = {i.name for i in sess.get_inputs()}
+        ins, outs = sess.get_inputs(), sess.get_outputs()
+        self._outputs = [o.name for o in outs]
+        self._inputs = {i.name for i in ins}
         #: what the cell should say about how it ran (e.g. nodes placed on the CPU by a CUDA session)
         self.note = note
-        types = [x.type for x in (*sess.get_inputs(), *sess.get_outputs())]
-        self._needs_ort_values = any(t in _NUMPY_OF for t in types)
+        self._needs_ort_values = any(x.type in _NUMPY_OF for x in (*ins, *outs))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: v for k, v in feeds.items() if k in self._inputs}
-        if not self._needs_ort_values and not any(np.asarray(v).dtype.name in _ONNX_TYPE_OF for v in feeds.values()):
+        if not self._needs_ort_values and not any(_by_ort_value(np.asarray(v).dtype) for v in feeds.values()):
             return dict(zip(self._outputs, self._sess.run(self._outputs, feeds)))
         ort = _ort()
         values = self._sess.run_with_ort_values(self._outputs, {k: to_ort_value(ort, np.asarray(v)) for k, v in feeds.items()})
