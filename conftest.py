@@ -14,9 +14,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# One BLAS thread per test process, as the CLI sets it (harness/cli.py): OpenBLAS's threads spin
+# after every call, and two xdist workers each spinning a pool over the same two cores slowed the
+# numpy oracles and comparisons many times over. Before numpy loads; a user's own setting wins;
+# xdist workers and the CLI subprocesses tests start inherit it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from harness.marks import all_marks
+import pytest  # noqa: E402
+
+from harness.marks import all_marks  # noqa: E402
 
 #: progress lines and the slowest tests (tests/progress.py)
 pytest_plugins = ["tests.progress"]

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -222,13 +222,19 @@ def _np_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
+@lru_cache(maxsize=2)
+def _initializers(path: str) -> dict[str, onnx.TensorProto]:
+    """An export's initializers by name, loaded once for all the cases extracted from it (a twin
+    has a dozen; coverage reads ~300 such models in one process). Callers copy what they take."""
+    return {t.name: t for t in onnx.load(path).graph.initializer}
+
+
 def _graph(cfg: Config, root: Path, rng: np.random.Generator | None) -> tuple[onnx.ModelProto, dict, list[str]]:
     """The one-node model, its feeds (none drawn when rng is None) and its output names."""
     from .graph import np_to_tensor_type
 
-    model = onnx.load(str(root / cfg.graph)) if any(i["kind"] == "const" and "value" not in i for i in cfg.inputs) \
-        else None
-    inits = {t.name: t for t in model.graph.initializer} if model is not None else {}
+    inits = _initializers(str(root / cfg.graph)) if any(i["kind"] == "const" and "value" not in i for i in cfg.inputs) \
+        else {}
     g_inputs, g_inits, feeds, names = [], [], {}, []
     for k, i in enumerate(cfg.inputs):
         if i["kind"] == "absent":

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 
 CASE = "rotary/ms-3d-interleaved1-rotdim8-pos2d-headsgiven-b2s5h4d16-fp32"
 
@@ -80,26 +81,42 @@ def _one_line_error(proc, *words):
         assert w in err[0], err[0]
 
 
-def test_errors_are_one_line_and_name_the_file_or_option(run_cli, tmp_path):
-    _one_line_error(run_cli("check", tmp_path / "nope"), "nope")
-    (tmp_path / "empty").mkdir()
-    _one_line_error(run_cli("check", tmp_path / "empty"), "model.onnx")
+def _junk_model(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00not a model at all" * 10)
-    _one_line_error(run_cli("check", junk), "junk.onnx", "not an ONNX model")
+    return junk
+
+
+def _bundle_with(tmp_path, run_cli, inputs_npz):
     d = tmp_path / "b"
     run_cli("export", CASE, "--out", d, check=0)
-    np.savez(d / "inputs.npz", wrong=np.zeros(3, np.float32))
-    _one_line_error(run_cli("check", d), "inputs.npz", "wrong", "graph")
-    (d / "inputs.npz").write_bytes(b"garbage")
-    _one_line_error(run_cli("check", d), "inputs.npz", "npz")
-    _one_line_error(run_cli("run", "--backends", "ort-gpu", "--out", tmp_path / "o"), "--backends", "ort-gpu")
-    _one_line_error(run_cli("run", "-m", "nosuchmark", "--out", tmp_path / "o"), "-m", "nosuchmark")
-    _one_line_error(run_cli("run", "-k", "rotary and", "--out", tmp_path / "o"), "-k")
-    _one_line_error(run_cli("run", "-k", "zzz-no-case", "--out", tmp_path / "o"), "no case")
-    _one_line_error(run_cli("run", "--shard", "4/3", "--out", tmp_path / "o"), "--shard")
-    _one_line_error(run_cli("export", "rotary/nope", "--out", tmp_path / "x"), "rotary/nope")
-    _one_line_error(run_cli("report", tmp_path / "missing.jsonl", "--out", tmp_path / "r"), "missing.jsonl")
+    inputs_npz(d / "inputs.npz")
+    return d
+
+
+#: (id, argv from tmp_path and run_cli, words the one line must hold); one test each, so that
+#: pytest-xdist spreads the 14 command starts over its workers
+BAD_INPUTS = [
+    ("check-missing", lambda t, c: ["check", t / "nope"], ["nope"]),
+    ("check-empty-dir", lambda t, c: ["check", (t / "empty").mkdir() or t / "empty"], ["model.onnx"]),
+    ("check-junk-model", lambda t, c: ["check", _junk_model(t)], ["junk.onnx", "not an ONNX model"]),
+    ("check-wrong-inputs", lambda t, c: ["check", _bundle_with(t, c, lambda p: np.savez(p, wrong=np.zeros(3, np.float32)))],
+     ["inputs.npz", "wrong", "graph"]),
+    ("check-garbage-npz", lambda t, c: ["check", _bundle_with(t, c, lambda p: p.write_bytes(b"garbage"))],
+     ["inputs.npz", "npz"]),
+    ("run-unknown-backend", lambda t, c: ["run", "--backends", "ort-gpu", "--out", t / "o"], ["--backends", "ort-gpu"]),
+    ("run-unknown-mark", lambda t, c: ["run", "-m", "nosuchmark", "--out", t / "o"], ["-m", "nosuchmark"]),
+    ("run-bad-k", lambda t, c: ["run", "-k", "rotary and", "--out", t / "o"], ["-k"]),
+    ("run-no-case", lambda t, c: ["run", "-k", "zzz-no-case", "--out", t / "o"], ["no case"]),
+    ("run-bad-shard", lambda t, c: ["run", "--shard", "4/3", "--out", t / "o"], ["--shard"]),
+    ("export-unknown-case", lambda t, c: ["export", "rotary/nope", "--out", t / "x"], ["rotary/nope"]),
+    ("report-missing-results", lambda t, c: ["report", t / "missing.jsonl", "--out", t / "r"], ["missing.jsonl"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
+def test_errors_are_one_line_and_name_the_file_or_option(run_cli, tmp_path, argv, words):
+    _one_line_error(run_cli(*argv(tmp_path, run_cli)), *words)
     assert not (tmp_path / "o").exists() and not (tmp_path / "x").exists() and not (tmp_path / "r").exists()
 
 

@@ -63,3 +63,16 @@ def test_the_report_shows_the_coverage_section_collapsed():
     assert "com.microsoft.GroupQueryAttention" in section and "attribute softcap" in section
     assert '<details class="sec" id="coverage">' in page  # collapsed: no `open`
     assert 'id="coverage"' not in render(grid(), env={"packages": {}})  # absent unless asked for
+
+
+def test_a_gqa_cases_model_alone_is_its_built_model():
+    """Coverage reads `Case.model()`, which for a GQA case stops before the first oracle step: the
+    graph must be byte for byte the one `build()` makes (every 20th quick case: each phase,
+    buffer and feature family appears among them)."""
+    from cases.gqa.grid import cases
+
+    sample = cases("quick")[::20]
+    assert len({c.features["phase"] for c in sample}) >= 4
+    for c in sample:
+        assert c.model_only is not None
+        assert c.model_only().SerializeToString() == c.build().model.SerializeToString(), c.id

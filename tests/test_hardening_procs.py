@@ -153,3 +153,17 @@ def test_no_temp_directory_is_left_behind(tmp_path, run_cli):
     run_cli("run", "-k", ONE, "--zoo", "none", "--backends", "tract", "--isolate", "--in-process",
             "--out", tmp_path / "p", "--quiet", "--no-report", env={"TMPDIR": str(tmp)}, check=0)
     assert sorted(os.listdir(tmp)) == []
+
+
+def test_the_test_suite_runs_numpy_on_one_blas_thread_unless_the_user_says_otherwise():
+    """conftest.py sets OPENBLAS_NUM_THREADS=1 before numpy loads (xdist workers inherit it), as
+    the CLI does; a value the user set is kept."""
+    from tests.conftest import ROOT
+
+    code = "import conftest, os; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    got = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "1"
+    got = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(env, OPENBLAS_NUM_THREADS="3"),
+                         capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "3"

@@ -4,7 +4,9 @@ import json
 
 from tests.fake_backends import ALL
 
-SEL = ["-k", "rotary/ms-3d and fp32 and b2s5h4d16"]
+#: 4 cases, one of which the fake backends misbehave on (tests/fake_backends._marker), third of four:
+#: cells before and after it; each hang costs the whole --timeout, so no more of them than that
+SEL = ["-k", "rotary/ms-3d-interleaved0-rotdim0 and fp32 and b2s5h4d16"]
 
 
 def run(run_cli, tmp_path, backends, *extra):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
@@ -60,7 +61,10 @@ def oracle_window(local_window_size: int) -> int | None:
 
 
 def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | str = "default",
-          nibble_offset: int = 8, pos_reading: str = "tensor") -> Built:
+          nibble_offset: int = 8, pos_reading: str = "tensor", model_only: bool = False) -> Built | onnx.ModelProto:
+    """The case: feeds, the oracle's outputs per step, masks and readings; with `model_only`, just
+    the model, before any oracle step runs (what coverage reads: the graph's shapes and types do
+    not depend on the drawn values)."""
     n, nkv, h = sc.heads
     b = sc.batch
     window = oracle_window(sc.window) if window_override == "default" else window_override
@@ -158,6 +162,10 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
         if cache_k is not None:
             ck[:, :, :cur_len] = cache_k
             cv[:, :, :cur_len] = cache_v
+        if model_only:
+            return gqa_model(sc, {k2: v2 for k2, v2 in feeds.items() if v2 is not None},
+                             cap if sc.phase != "multistep" else "present_sequence_length",
+                             tmax if sc.phase != "multistep" else "total_sequence_length")
         if sc.kvq:
             exp = oracle_step_kvq(sc_step, q, k, v, ck, cv, past, qlens, cap, cos, sin, pos, window, k_scale, v_scale,
                                   norms=norms)
@@ -187,6 +195,10 @@ def build(sc: Scenario, rng: np.random.Generator, window_override: int | None | 
     if alt_steps:  # R16: the other reading of a quantised cache
         built.alternates[R.KVQ_FLOAT_NEW_ROWS] = alt_steps
     return built
+
+
+def _model_only(sc: Scenario):
+    return build(sc, np.random.default_rng(0), model_only=True)
 
 
 def make_case(sc: Scenario) -> Case:
@@ -234,4 +246,4 @@ def make_case(sc: Scenario) -> Case:
     # R10: "other EPs must reject the node" when q_norm_weight is set: their refusal is conformant
     refusals = (R.QK_NORM_CPU.id,) if sc.qknorm else ()
     return Case(sc.case_id(), "gqa", sc.features(), sc.marks(), for_dtype("attention", dtype_name(sc.dtype)), make,
-                refusals=refusals)
+                refusals=refusals, model_only=partial(_model_only, sc))
