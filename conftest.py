@@ -148,6 +148,11 @@ def pytest_collect_file(file_path: Path, parent):
     return None
 
 
+#: why a shape-true twin's cell (and one extracted from it) may take tens of seconds
+SHAPE_TRUE_SLOW = ("a shape-true twin or an op case extracted from one: the hub model's attention geometry over "
+                   "a 600- to 2 100-token prompt (the reference computes in float64)")
+
+
 class CellFailed(Exception):
     def __init__(self, record):
         super().__init__(record["message"])
@@ -162,12 +167,16 @@ class CaseFamily(pytest.File):
             grid = self.config.getoption("--grid") or default_grid()
         except SelectionError as e:
             raise pytest.UsageError(str(e)) from None
+        from harness.backends.long_subset import long_prompt_case
+
         names = _selected_backends(self.config)
         for case in family_cases(self.name, grid):
             for b in names:
                 item = CaseItem.from_parent(self, name=f"{case.id}[{b}]", case=case, backend_name=b)
                 for m in case.marks:
                     item.add_marker(m)
+                if long_prompt_case(case.id):  # tests/progress.py names it among the slowest, with this
+                    item.add_marker(pytest.mark.slow_reason(SHAPE_TRUE_SLOW))
                 yield item
 
 

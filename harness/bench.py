@@ -350,6 +350,8 @@ def bench(cases, names: list[str], baseline: str = "ort-cpu", repeat: int = 3, a
     elif pg:
         print(f"check vs polygraphy run, {pg['case']} (pass A, medians): check {pg['a_wall']:.2f} s wall "
               f"{pg['a_cpu']:.2f} s CPU; polygraphy {pg['b_wall']:.2f} s wall {pg['b_cpu']:.2f} s CPU")
+        if pg.get("bytecode"):
+            print(f"  ({pg['bytecode']})")
     if "runs" in p:
         print("runs (pass A, s): " + ", ".join(f"{k} {v:.2f}" for k, v in p["runs"]["seconds"].items()))
     return 0

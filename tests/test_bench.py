@@ -118,3 +118,23 @@ def test_fewer_fsyncs_keep_a_killed_run_whole(tmp_path):
     assert proc.returncode == -9, proc.stderr
     assert int(proc.stdout.strip()) < 3  # fewer fsyncs than cells (the point of the change)
     assert len(read_results(tmp_path / "results.jsonl")) == 3
+
+
+def test_check_is_timed_from_bytecode_even_where_python_may_not_write_it(monkeypatch):
+    """pip compiled polygraphy at install; under PYTHONDONTWRITEBYTECODE an editable harness would
+    compile itself on every timed `check`, so the bench compiles it once first, and says so."""
+    import importlib.util
+    import types
+    from pathlib import Path
+
+    import harness
+    from harness import bench_process
+
+    monkeypatch.setattr(bench_process, "sys", types.SimpleNamespace(flags=types.SimpleNamespace(dont_write_bytecode=False)))
+    assert bench_process.ensure_bytecode() == ""
+    cli = Path(harness.__file__).parent / "cli.py"
+    pyc = Path(importlib.util.cache_from_source(str(cli)))
+    pyc.unlink(missing_ok=True)
+    monkeypatch.setattr(bench_process, "sys", types.SimpleNamespace(flags=types.SimpleNamespace(dont_write_bytecode=True)))
+    assert "PYTHONDONTWRITEBYTECODE" in bench_process.ensure_bytecode()
+    assert pyc.stat().st_mtime >= cli.stat().st_mtime
