@@ -226,7 +226,11 @@ async function main() {
       });
     }
   });
-  process.stdin.on('end', () => busy.then(() => process.exit(0)));
+  // A closed stdin: the harness is gone (it exited without closing this worker, or was killed from
+  // outside). In 'web' mode process.exit() never returns once onnxruntime-web has made a session
+  // (Node waits on the WASM module's threads: the orphan stayed alive, a core busy, minutes on), so
+  // that mode ends with SIGKILL; the others exit normally ('exit' kills Chromium in its modes).
+  process.stdin.on('end', () => busy.then(() => (mode === 'web' ? process.kill(process.pid, 'SIGKILL') : process.exit(0))));
 }
 
 main().catch((e) => {

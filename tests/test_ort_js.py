@@ -208,6 +208,24 @@ def test_a_dead_or_hung_worker_costs_one_cell(name, fault, status, monkeypatch):
         backend.close()
 
 
+@pytest.mark.parametrize("name", ["ort-node", "ort-web"])
+def test_a_worker_whose_harness_is_gone_exits(name):
+    """A closed stdin (the harness exited without close(), or was killed from outside) ends the
+    worker: ort-web's stayed alive, a core busy, once it had made a session (process.exit hung)."""
+    _need(name)
+    backend = get(name)
+    try:
+        backend.prepare(ModelRef(_f32_identity_case().build().model))
+        proc = backend._worker.proc
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{name} worker still running 20 s after its stdin closed")
+    finally:
+        backend.close()
+
+
 def _alive_in_group(pgid: int) -> list[str]:
     """Processes of a group that are not zombies (a container's init may reap them late)."""
     ps = subprocess.run(["ps", "-eo", "pid=,pgid=,stat="], capture_output=True, text=True, check=True).stdout
