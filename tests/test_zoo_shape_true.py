@@ -216,8 +216,11 @@ def test_the_main_job_leaves_the_long_prompt_twins_to_the_nightly_on_the_js_colu
 
     long = sorted(long_prompt_cases())
     assert long and all("shapetrue" in c for c in long)
+    assert long == sorted(f"zoo/{n}" for n in IDS)  # every shape-true twin zoo.yaml names, Gemma-4's included
     monkeypatch.setenv(ENV, "1")
-    assert "nightly" in OrtWeb().subset_skip(long[0]) and OrtNode().subset_skip("zoo/qwen25-optimum-q4") == ""
+    for case_id in long + [f"extracted/{n}/MatMulNBits-0" for n in IDS]:
+        assert "nightly" in OrtWeb().subset_skip(case_id) and "nightly" in OrtNode().subset_skip(case_id), case_id
+    assert OrtNode().subset_skip("zoo/qwen25-optimum-q4") == ""
     monkeypatch.setenv(ENV, "0")
     assert OrtWeb().subset_skip(long[0]) == ""
 
