@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in (entry.geometry or {}).items():
                 mark = "" if _same(got.get(k), v) else "   <- differs"
                 print(f"  {k:<28} twin {got.get(k)!r:<24} hub {v!r}{mark}")
+            if not any(gqa_nodes(s.model_dump()) for s in m.graphs.values()):
+                print("  no GroupQueryAttention node (decomposed attention): heads and head sizes are "
+                      "checked on the projections (tests/test_zoo_shape_true.py)")
             for g, s in m.graphs.items():
                 nodes = gqa_nodes(s.model_dump())
                 kinds = {}
