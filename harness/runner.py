@@ -405,7 +405,12 @@ def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, 
         broken: list[tuple[Case, list[str]]] = []
         procs: list = []
         try:
-            futures = [(pool.submit(_run_case_by_id, c.id, grid, names, repro_root), c, names) for c, names in todo]
+            futures = []
+            for c, names in todo:
+                try:
+                    futures.append((pool.submit(_run_case_by_id, c.id, grid, names, repro_root), c, names))
+                except BrokenProcessPool:  # a worker died while cases were still being handed out
+                    broken.append((c, names))
             procs = _processes(pool)  # a broken pool forgets them: kept here, with those started later
 
             def track() -> None:

@@ -149,3 +149,30 @@ def test_collect_removes_a_marker_half_written_by_a_killed_worker(tmp_path):
     died = inflight.collect(tmp_path, exclude_pid=7)
     assert [(x.case_id, x.backend, x.pid) for x in died] == [("c", "b", 2821)]
     assert sorted(p.name for p in d.iterdir()) == [".7.tmp"]
+
+
+def test_a_pool_that_breaks_while_cases_are_handed_out_is_the_same_run_error(monkeypatch, tmp_path):
+    """A worker that dies before the last case is submitted makes `submit` itself raise
+    BrokenProcessPool (seen once in a full -n 2 run: a traceback instead of the one-line error).
+    Those cases are the broken pool's like the others; here no cell died, so it is the run error
+    that names --in-process."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from harness.registry import load_cases, select
+    from harness.runner import RunError, execute
+
+    real = ProcessPoolExecutor.submit
+    calls = []
+
+    def submit(self, *a, **kw):
+        calls.append(a)
+        if len(calls) > 1:
+            raise BrokenProcessPool("a child process terminated abruptly")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", submit)
+    cases = select(load_cases("quick"), "rotary/ms-3d and fp32 and b2s5h4d16", None)[:3]
+    with pytest.raises(RunError, match="--in-process"):
+        execute(cases, ["reference"], tmp_path / "o", progress=False, log=None)
+    assert len(calls) == 3  # every case was offered; none was lost to the exception
