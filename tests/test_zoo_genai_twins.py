@@ -98,8 +98,9 @@ def test_no_shipped_genai_twin_file_over_2mb():
 @pytest.mark.parametrize("name,env", [("gemma3-genai-current-q4", "genai-0.18.0"),
                                       ("gemma3-genai-2025-04-q4", "genai-0.7.1"), ("phi3-genai-q4", "genai-0.2.0")])
 def test_rebuild_with_the_real_builder_reproduces_every_file(name, env, tmp_path):
-    """The builder run from scratch (checkpoint, export, oracle, manifest) gives the shipped bytes.
-    Needs the exporter environment (.zoo-envs/<env>, from zoo/envs/<env>.txt); skipped without it."""
+    """The builder run from scratch (checkpoint, export, oracle, manifest) gives the shipped files:
+    byte for byte but for the eager oracle, which may move with the CPU within fp32-logits
+    (harness/zoo/rebuild.py). Needs the exporter environment (.zoo-envs/<env>, from zoo/envs/<env>.txt); skipped without it."""
     import subprocess
 
     py = ROOT / ".zoo-envs" / env / "bin" / "python"
@@ -108,10 +109,10 @@ def test_rebuild_with_the_real_builder_reproduces_every_file(name, env, tmp_path
     r = subprocess.run([str(py), "zoo/build/genai_twin.py", name, "--dest", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
-    shipped = json.loads((TWINS / name / "manifest.json").read_text())
-    rebuilt = json.loads((tmp_path / name / "manifest.json").read_text())
-    assert rebuilt["files"] == shipped["files"]
-    assert (tmp_path / name / "manifest.json").read_bytes() == (TWINS / name / "manifest.json").read_bytes()
+    from harness.zoo.rebuild import rebuild_differences
+
+    diffs = rebuild_differences(TWINS / name, tmp_path / name)  # the exporter's files byte for byte
+    assert not diffs, "; ".join(diffs)
 
 
 def test_exporter_finding_twins_are_exporter_cells_in_pytest_and_the_others_pass():
