@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +19,22 @@ from .backends.base import Backend, Crashed, DeviceLacks, KilledFromOutside, Mod
 from .case import Built, Case
 from .compare import clean_for_json, judge_readings, judge_steps
 from .verdict import Status
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_paths() -> tuple[str, re.Pattern]:
+    root = str(Path(__file__).resolve().parents[1]) + os.sep
+    tmp = re.escape(tempfile.gettempdir().rstrip(os.sep) + os.sep)
+    own = r"\.?onnx-compat-[^/\s'\"]*"
+    return root, re.compile(f"{tmp}(?:{own}/)*{own}")
+
+
+def portable(text: str) -> str:
+    """A backend's message without the paths of the machine that ran it: the checkout's root goes
+    (zoo/twins/... stays, relative to it) and this harness's temp directories become TMP. A cell's
+    words travel into committed reports and upstream drafts (ORT names the model file it loaded)."""
+    root, tmp = _machine_paths()
+    return tmp.sub("TMP", text.replace(root, ""))
 
 
 def clip(text: str, limit: int = 4000) -> str:
@@ -29,7 +49,7 @@ def _record(case: Case, backend: Backend, status: Status, metrics: dict | None, 
         "case_id": case.id, "family": case.family, "features": clean_for_json(dict(case.features)),
         "marks": list(case.marks), "backend": backend.name, "backend_version": version,
         "status": status.value, "metrics": clean_for_json(metrics or {}),
-        "tolerance": tolerances.get(case.tolerance).as_record(), "message": clip(message),
+        "tolerance": tolerances.get(case.tolerance).as_record(), "message": clip(portable(message)),
         "seconds": round(seconds, 4), "repro": None,
     }
 

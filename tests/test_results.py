@@ -92,3 +92,23 @@ def test_the_writer_writes_exactly_the_contract_keys_in_order(tmp_path):
 
     assert KEYS == ("case_id", "family", "features", "marks", "backend", "backend_version", "status", "metrics",
                     "tolerance", "message", "seconds", "repro")
+
+
+def test_a_cells_message_carries_no_path_of_the_machine_that_ran_it():
+    """ORT names the model file it failed to load; the words go into committed reports and upstream
+    drafts. The checkout's root is dropped (paths stay readable, relative to it) and this harness's
+    temp directories become TMP; other paths (a user's own file) are kept."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from harness.case import Case
+    from harness.cell_run import _record
+    from harness.verdict import Status
+    from tests.conftest import ROOT
+
+    tmp = tempfile.gettempdir()
+    msg = (f"Load model from {ROOT}/zoo/twins/x/model.onnx failed; "
+           f"{tmp}/onnx-compat-run-a1/onnx-compat-model-b2/model.onnx; /home/u/mine.onnx")
+    case = Case("norm/x", "norm", {}, (), "fp32-pointwise", lambda rng: None)
+    rec = _record(case, SimpleNamespace(name="ort-cpu"), Status.ERROR, None, msg, 0.0, "v")
+    assert rec["message"] == "Load model from zoo/twins/x/model.onnx failed; TMP/model.onnx; /home/u/mine.onnx"
