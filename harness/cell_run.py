@@ -34,7 +34,7 @@ def portable(text: str) -> str:
     (zoo/twins/... stays, relative to it) and this harness's temp directories become TMP. A cell's
     words travel into committed reports and upstream drafts (ORT names the model file it loaded)."""
     root, tmp = _machine_paths()
-    return tmp.sub("TMP", text.replace(root, ""))
+    return tmp.sub("TMP", str(text).replace(root, ""))
 
 
 def clip(text: str, limit: int = 4000) -> str:

@@ -63,16 +63,17 @@ def _tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
     integer = exp.dtype.kind in "iu"
     a = _f64(act).ravel()
     b = _f64(exp).ravel()
-    out: dict[str, Any] = {}
+    top1 = None
     if mask is None:
         if exp.ndim >= 2 and exp.shape[-1] >= 2 and act.shape == exp.shape and exp.dtype.kind == "f":
-            out["top1"] = _top1(a.reshape(-1, exp.shape[-1]), b.reshape(-1, exp.shape[-1]))
+            top1 = _top1(a.reshape(-1, exp.shape[-1]), b.reshape(-1, exp.shape[-1]))
     else:
         m = np.asarray(mask, dtype=bool).ravel()
         if not m.all():
             a, b = a[m], b[m]
-    n = int(b.size)
-    out = {"n": n, **out}
+    out: dict[str, Any] = {"n": int(b.size)}
+    if top1 is not None:
+        out["top1"] = top1
     # a·a and b·b (the cosine's norms) are finite exactly when every element is, unless the
     # squares overflow: then the careful path below decides, as it does for any NaN/Inf
     aa, bb = float(a.dot(a)), float(b.dot(b))
