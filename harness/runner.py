@@ -435,10 +435,7 @@ def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, 
             except OSError:
                 pass
             return
-        deadline = time.monotonic() + 2.0  # the broken pool ends its other workers itself (SIGTERM): let it
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        exits = {p.pid: p.exitcode for p in procs if p.exitcode is not None}  # how each died, before we stop the rest
+        exits = _exit_codes(pool, procs)  # how each died, before we stop the rest
         _stop_pool(pool, procs)  # every worker dead before their markers are read
         died = inflight.collect(out)
         timed_out = [d for d in died if (d.case_id, d.backend) in hung]
@@ -464,6 +461,26 @@ def _run_pool(pending, backend_names, isolate, timeout, grid, repro_root, jobs, 
                 emit_killed(d, external_signal(code) or (f"exit code {code}" if code is not None else "a signal"))
         todo = [(c, left) for c, names in broken
                 if (left := [n for n in names if (c.id, n) not in writer.done])]
+
+
+def _exit_codes(pool, procs: list, wait_s: float = 2.0) -> dict[int, int]:
+    """How each worker of a broken pool ended (pid -> exit code), waiting up to `wait_s` for the
+    pool to end the others itself (SIGTERM). The pool's manager thread reaps every worker as it
+    breaks; a join of ours racing with it can find the child already reaped and its code not yet
+    stored, and read None (a killed cell then said "a signal" instead of SIGKILL, under load in
+    CI). So the manager thread is let finish first, and a dead worker's code is read again until
+    it is there."""
+    deadline = time.monotonic() + wait_s
+    manager = getattr(pool, "_executor_manager_thread", None)  # no public handle on it
+    if manager is not None:
+        manager.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    while True:
+        exits = {p.pid: p.exitcode for p in procs if p.exitcode is not None}
+        if len(exits) == len(procs) or time.monotonic() >= deadline:
+            return exits
+        time.sleep(0.01)
 
 
 def _pool_context(maps: str | None = None):

@@ -65,3 +65,35 @@ def test_a_backends_own_signal_is_still_a_crash(run_cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     cells, _ = _cells(out, "fake-segv-inproc")
     assert {r["status"] for r in cells.values()} == {"pass", "crash"}
+
+
+def test_the_signal_is_read_even_when_the_pool_reaps_the_worker_first():
+    """CI, under load: the broken pool's manager thread reaped the killed worker while the runner
+    joined it too; the runner's read found no exit code yet and the cell said "a signal"
+    instead of SIGKILL. A worker whose code is stored a moment late is still read right."""
+    import threading
+    import time
+
+    from harness import runner
+
+    class LateCode:  # a dead process whose exit code another thread stores 50 ms later
+        pid = 4242
+
+        def __init__(self):
+            self._code = None
+            threading.Timer(0.05, setattr, (self, "_code", -9)).start()
+
+        def join(self, timeout=None):
+            return None
+
+        @property
+        def exitcode(self):
+            return self._code
+
+    class BrokenPool:
+        _executor_manager_thread = None
+
+    started = time.monotonic()
+    assert runner._exit_codes(BrokenPool(), [LateCode()]) == {4242: -9}
+    assert time.monotonic() - started < 1.0, "read as soon as it is stored, not at the deadline"
+    assert runner._exit_codes(BrokenPool(), [], wait_s=0.1) == {}
