@@ -7,6 +7,7 @@ seeded from the case id, so every run and every backend sees the same bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from collections import OrderedDict
@@ -81,6 +82,14 @@ class Case:
     @property
     def seed(self) -> int:
         return seed_for(self.id)
+
+    @functools.cached_property
+    def features_record(self) -> dict[str, Any]:
+        """`features` as every record of this case carries them (JSON-clean): made once, since
+        each of the case's cells on every column writes them."""
+        from .compare import clean_for_json
+
+        return clean_for_json(dict(self.features))
 
     def build(self) -> Built:
         return _build_cached(self)

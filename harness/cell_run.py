@@ -46,7 +46,7 @@ def clip(text: str, limit: int = 4000) -> str:
 def _record(case: Case, backend: Backend, status: Status, metrics: dict | None, message: str,
             seconds: float, version: str) -> dict[str, Any]:
     return {
-        "case_id": case.id, "family": case.family, "features": clean_for_json(dict(case.features)),
+        "case_id": case.id, "family": case.family, "features": dict(case.features_record),
         "marks": list(case.marks), "backend": backend.name, "backend_version": version,
         "status": status.value, "metrics": clean_for_json(metrics or {}),
         "tolerance": tolerances.get(case.tolerance).as_record(), "message": clip(portable(message)),

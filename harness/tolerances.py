@@ -10,6 +10,7 @@ than its profile allows has a finding, not a pass.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 FP32_EPS = 2.0**-23  # 1.19e-7
@@ -38,7 +39,12 @@ class Tolerance:
     atol_rms: float = 0.0
 
     def as_record(self) -> dict:
-        """The bounds as a cell records them (every cell: no deep copy of scalars)."""
+        """The bounds as a cell records them: a fresh dict each call (a record is the caller's to
+        change), copied from one made once per profile (every cell of every column asks)."""
+        return dict(self._record)
+
+    @functools.cached_property
+    def _record(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "reason")}
         d["profile"] = self.name
         return d

@@ -86,3 +86,52 @@ def test_top1_counts_rows_whose_argmax_agrees():
     a = np.array([[0.0, 1.0, 1.2], [2.0, 0.0, 1.0]])  # row 0 flips its choice
     assert tensor_metrics(a, b, TOL)["top1"] == 0.5
     assert "top1" not in tensor_metrics(a[0], b[0], TOL)  # a single row of 1-D output: no rows to count
+
+
+def _by_definition(a, b, tol, mask=None):
+    """The element rule and the metrics written plainly, one numpy call per quantity."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if mask is not None:
+        a, b = a[mask], b[mask]
+    d = np.abs(a - b)
+    return {"bad": int(np.sum(d > tol.atol + tol.rtol * np.abs(b))), "max_abs": float(d.max()),
+            "need_atol": float(max(0.0, np.max(d - tol.rtol * np.abs(b)))),
+            "need_rtol": float(max(0.0, np.max((d - tol.atol) / np.maximum(np.abs(b), 1e-30))))}
+
+
+def test_an_oracle_judged_again_gives_each_actual_its_own_metrics():
+    """The oracle side is prepared once and reused (cell overhead): a second actual, another
+    mask on the same oracle, or another profile must each get the numbers of a fresh judge."""
+    rng = np.random.default_rng(7)
+    b = rng.standard_normal((3, 4, 8))
+    mask = rng.random(b.shape) < 0.5
+    loose = Tolerance("loose", atol=1e-2, rtol=1e-1, max_nmse=1.0, reason="test")
+    for noise in (1e-7, 1e-3, 1e-1, 0.0, 3.0):
+        a = b + rng.standard_normal(b.shape) * noise
+        for tol, m in [(TOL, None), (TOL, mask), (loose, None), (loose, mask)]:
+            got = tensor_metrics(a, b, tol, m)
+            want = _by_definition(a, b, tol, m)
+            assert got["bad"] == want["bad"], (noise, tol.name, m is None)
+            for k in ("max_abs", "need_atol", "need_rtol"):
+                assert got[k] == pytest.approx(want[k], rel=1e-12, abs=1e-300), (k, noise, tol.name)
+            assert ("top1" in got) == (m is None)
+
+
+def test_an_oracle_tensor_is_read_only_once_judged():
+    """A write into an oracle after judging would leave its prepared numbers stale: it fails."""
+    b = np.ones((2, 8))
+    tensor_metrics(b + 1e-3, b, TOL)
+    with pytest.raises(ValueError, match="read-only"):
+        b[0, 0] = 2.0
+
+
+def test_an_element_exactly_on_the_bound_passes_and_one_ulp_past_fails():
+    """|Δ| ≤ atol + rtol·|b| is inclusive, with or without the shortcuts for clearly small Δ."""
+    tol = Tolerance("edge", atol=0.25, rtol=0.5, max_nmse=1.0, reason="test")
+    b = np.array([1.0, 2.0, -4.0, 0.0])
+    bound = tol.atol + tol.rtol * np.abs(b)
+    away = np.where(b < 0, -1.0, 1.0)  # Δ away from zero: a − b is then exact (Sterbenz)
+    assert tensor_metrics(b + away * bound, b, tol)["bad"] == 0
+    assert tensor_metrics(np.nextafter(b + away * bound, away * np.inf), b.copy(), tol)["bad"] == 4
+    small = tensor_metrics(b + 0.2, b.copy(), tol)  # every |Δ| under atol: nothing to count, no rtol needed
+    assert small["bad"] == 0 and small["need_rtol"] == 0.0 and small["need_atol"] == pytest.approx(0.2)
