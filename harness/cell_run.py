@@ -49,7 +49,7 @@ def _record(case: Case, backend: Backend, status: Status, metrics: dict | None, 
         "case_id": case.id, "family": case.family, "features": dict(case.features_record),
         "marks": list(case.marks), "backend": backend.name, "backend_version": version,
         "status": status.value, "metrics": clean_for_json(metrics or {}),
-        "tolerance": tolerances.get(case.tolerance).as_record(), "message": clip(portable(message)),
+        "tolerance": tolerances.get(case.tolerance).as_record(), "message": clip(portable(message)) if message else "",
         "seconds": round(seconds, 4), "repro": None,
     }
 

@@ -253,6 +253,12 @@ def _dtype_name(dtype: np.dtype) -> str:
 
 def judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
                masks: Mapping[str, np.ndarray], tol: Tolerance) -> Judgement:
+    with np.errstate(invalid="ignore", over="ignore"):  # once per step, not per output (~5 µs cold)
+        return _judge_step(actual, expected, masks, tol)
+
+
+def _judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
+                masks: Mapping[str, np.ndarray], tol: Tolerance) -> Judgement:
     per_output: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     for name, exp in expected.items():
@@ -269,7 +275,7 @@ def judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarr
             else:
                 problems.append(f"output {name!r} has shape {list(act.shape)}, expected {list(exp.shape)}")
                 continue
-        m = tensor_metrics(act, exp, tol, mask)
+        m = _tensor_metrics(act, exp, tol, mask)  # inside judge_step's one np.errstate
         if act.dtype != exp.dtype and exp.dtype.kind == act.dtype.kind == "f":
             m["dtype"] = _dtype_name(act.dtype)
         if m.get("backend_nonfinite"):

@@ -75,6 +75,10 @@ class ModelRef:
         self._path = Path(path) if path is not None else None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._bytes: bytes | None = None
+        self._size: int | None = None
+        #: facts a backend derives from these bytes once for all its sessions (ORT: the graph's
+        #: input and output names and whether any needs an OrtValue), keyed by the backend's choice
+        self.memo: dict[str, object] = {}
 
     @property
     def proto(self) -> onnx.ModelProto:
@@ -99,6 +103,13 @@ class ModelRef:
     def on_disk(self) -> bool:
         """A file that has not been loaded: hand runtimes the path (external data, no copy)."""
         return self._path is not None and self._proto is None
+
+    def byte_size(self) -> int:
+        """The serialised size, computed once (every backend of a case asks, to choose between
+        bytes and a file; ByteSize walks the whole proto each time)."""
+        if self._size is None:
+            self._size = len(self._bytes) if self._bytes is not None else self.proto.ByteSize()
+        return self._size
 
     def serialized(self) -> bytes:
         """The model's bytes, made once: a run hands one ModelRef to every backend of a case."""

@@ -62,15 +62,20 @@ def _by_ort_value(dtype: np.dtype) -> bool:
     return hit
 
 
+def session_io(sess) -> tuple[list[str], frozenset[str], bool]:
+    """Output names, input names, and whether any of them needs an OrtValue (bfloat16, float8):
+    the same for every session of the same bytes (OrtBackend.prepare keeps them on the ModelRef)."""
+    ins, outs = sess.get_inputs(), sess.get_outputs()
+    return ([o.name for o in outs], frozenset(i.name for i in ins),
+            any(x.type in _NUMPY_OF for x in (*ins, *outs)))
+
+
 class OrtSession(Session):
-    def __init__(self, sess, note: str = ""):
+    def __init__(self, sess, note: str = "", io: tuple[list[str], frozenset[str], bool] | None = None):
         self._sess = sess
-        ins, outs = sess.get_inputs(), sess.get_outputs()
-        self._outputs = [o.name for o in outs]
-        self._inputs = {i.name for i in ins}
+        self._outputs, self._inputs, self._needs_ort_values = io if io is not None else session_io(sess)
         #: what the cell should say about how it ran (e.g. nodes placed on the CPU by a CUDA session)
         self.note = note
-        self._needs_ort_values = any(x.type in _NUMPY_OF for x in (*ins, *outs))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: v for k, v in feeds.items() if k in self._inputs}
@@ -130,12 +135,15 @@ class OrtBackend(Backend):
     def prepare(self, model: ModelRef) -> Session:
         ort = _ort()
         # protobuf cannot serialise past 2 GB: large in-memory models go through a file
-        use_path = model.on_disk or model.proto.ByteSize() > 1_500_000_000
+        use_path = model.on_disk or model.byte_size() > 1_500_000_000
         source = str(model.path) if use_path else model.serialized()
         sess = self._session(source, self._options())
         if self.provider not in sess.get_providers():
             raise RuntimeError(f"{self.provider} was requested but the session runs on {sess.get_providers()}")
-        return OrtSession(sess, self._placement_note(source))
+        io = model.memo.get("ort-io")
+        if io is None:
+            io = model.memo["ort-io"] = session_io(sess)
+        return OrtSession(sess, self._placement_note(source), io)
 
     def _placement_note(self, source) -> str:
         """Where nodes ran, when that is not simply this backend's provider. Only a GPU provider
