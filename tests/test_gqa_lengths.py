@@ -110,3 +110,13 @@ def test_windows_are_reached_at_real_lengths(grid):
     assert any(s.phase == "prefill" and s.s >= 2 * s.window and s.s >= 64 for s in win)
     assert any(s.phase == "chunk" and s.s >= 48 and s.past[0] > s.window - s.s for s in win)
     assert any(s.phase == "decode" and min(s.past) >= 4 * s.window for s in win)
+
+
+def test_every_quick_length_case_keeps_its_mark_in_the_full_grid():
+    """`-m gqa_long` on the full grid selects every length case of the quick grid: a length
+    scenario whose id an earlier scenario already holds lends that case its mark (the full grid
+    had dropped one, keeping the earlier scenario without gqa_long)."""
+    quick = {sc.case_id() for sc in scenarios("quick") if sc.long}
+    full = {sc.case_id() for sc in scenarios("full") if sc.long}
+    assert quick and not quick - full, sorted(quick - full)
+    assert [sc.case_id() for sc in scenarios("full")] == list(dict.fromkeys(sc.case_id() for sc in scenarios("full")))

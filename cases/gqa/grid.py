@@ -149,12 +149,15 @@ def _dtype_variants(scs: list[Scenario], full: bool) -> list[Scenario]:
 def scenarios(grid_name: str) -> list[Scenario]:
     full = grid_name == "full"
     scs = _dtype_variants(_base_scenarios(full), full) + _named_scenarios(full) + length_scenarios(full)
-    seen, out = set(), []
+    at: dict[str, int] = {}
+    out: list[Scenario] = []
     for sc in scs:
         cid = sc.case_id()
-        if cid not in seen:
-            seen.add(cid)
+        if cid not in at:
+            at[cid] = len(out)
             out.append(sc)
+        elif sc.long and not out[at[cid]].long:  # the same case, also one of the length sweep's: its mark stays
+            out[at[cid]] = replace(out[at[cid]], long=True)
     return out
 
 
