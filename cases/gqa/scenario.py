@@ -60,7 +60,7 @@ class Scenario:
     #: arithmetic (each product and sum rounded, as RotaryEmbedding on T inputs computes)
     precision: str = "rounded"
     #: issue 22's length sweep (cases/gqa/lengths.py): carries the mark gqa_long; not part of the id
-    #: or the features, so a sweep scenario equal to an older one keeps that one's marks
+    #: or the features: a sweep scenario equal to an older one is that one, marked gqa_long (grid.py)
     long: bool = False
 
     @property
