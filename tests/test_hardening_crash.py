@@ -96,15 +96,15 @@ def test_a_fatal_signal_is_a_crash_and_a_kill_is_not(tmp_path):
 def test_workers_come_from_a_forkserver_once_cuda_is_loaded_and_still_cost_one_cell(tmp_path, monkeypatch):
     """CUDA does not survive a fork of a process that initialised it; the pool then starts its
     workers from a forkserver, and a crash there still costs one cell."""
-    from harness import runner
+    from harness import pool, runner
     from harness.registry import load_cases, select
 
-    assert runner._pool_context("7f00 r-xp /usr/lib/x86_64-linux-gnu/libcuda.so.1\n").get_start_method() == "forkserver"
-    assert runner._pool_context("7f00 r-xp /usr/lib/libc.so.6\n").get_start_method() == "fork"
+    assert pool._pool_context("7f00 r-xp /usr/lib/x86_64-linux-gnu/libcuda.so.1\n").get_start_method() == "forkserver"
+    assert pool._pool_context("7f00 r-xp /usr/lib/libc.so.6\n").get_start_method() == "fork"
     monkeypatch.setenv("ONNX_COMPAT_EXTRA_BACKENDS", ALL)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    real = runner._pool_context
-    monkeypatch.setattr(runner, "_pool_context", lambda maps=None: real("libcuda.so.1"))
+    real = pool._pool_context
+    monkeypatch.setattr(pool, "_pool_context", lambda maps=None: real("libcuda.so.1"))
     cases = select(load_cases("quick"), SEL[1])
     summary = runner.execute(cases, ["reference", "fake-segv-inproc"], tmp_path / "o", progress=False, log=None)
     assert summary["counts"]["crash"] >= 1 and summary["counts"]["pass"] > summary["counts"]["crash"], summary

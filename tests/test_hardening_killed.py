@@ -74,7 +74,7 @@ def test_the_signal_is_read_even_when_the_pool_reaps_the_worker_first():
     import threading
     import time
 
-    from harness import runner
+    from harness import pool
 
     class LateCode:  # a dead process whose exit code another thread stores 50 ms later
         pid = 4242
@@ -94,6 +94,6 @@ def test_the_signal_is_read_even_when_the_pool_reaps_the_worker_first():
         _executor_manager_thread = None
 
     started = time.monotonic()
-    assert runner._exit_codes(BrokenPool(), [LateCode()]) == {4242: -9}
+    assert pool._exit_codes(BrokenPool(), [LateCode()]) == {4242: -9}
     assert time.monotonic() - started < 1.0, "read as soon as it is stored, not at the deadline"
-    assert runner._exit_codes(BrokenPool(), [], wait_s=0.1) == {}
+    assert pool._exit_codes(BrokenPool(), [], wait_s=0.1) == {}
