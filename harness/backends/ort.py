@@ -133,7 +133,6 @@ class OrtBackend(Backend):
         return ort.InferenceSession(source, sess_options=options, providers=providers)
 
     def prepare(self, model: ModelRef) -> Session:
-        ort = _ort()
         # protobuf cannot serialise past 2 GB: large in-memory models go through a file
         use_path = model.on_disk or model.byte_size() > 1_500_000_000
         source = str(model.path) if use_path else model.serialized()
