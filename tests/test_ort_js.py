@@ -1,4 +1,4 @@
-"""The JS ONNX Runtime columns (harness/backends/ort_js.py, js/): tensors cross the Node boundary
+"""The JS ONNX Runtime columns (harness/backends/ort_js.py, js_worker.py, js/): tensors cross the Node boundary
 bit for bit, a dead or hung worker costs one cell, refusals keep the runtime's words, and the
 web columns load the files transformers.js 4.3 loads."""
 
