@@ -77,7 +77,7 @@ class Config:
 
 
 def _attr_json(node: onnx.NodeProto) -> dict[str, Any]:
-    from .locate import _attrs
+    from .subgraph import node_attrs as _attrs
 
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in sorted(_attrs(node).items())}
 
@@ -291,7 +291,7 @@ def _build(cfg: Config, root: Path, rng: np.random.Generator) -> Built:
 
 
 def to_cases(configs: list[Config], root: Path) -> list[Case]:
-    from .locate import op_profile
+    from .node_profiles import op_profile
 
     counts: dict[str, int] = {}
     out = []

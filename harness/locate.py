@@ -28,215 +28,15 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
-from . import tolerances
 from .backends.base import Backend, ModelRef
 from .case import Built, Case
-from .compare import clean_for_json, tensor_metrics
-
-#: op type -> op class of harness/tolerances.py; anything not listed is per-element maths
-#: ("pointwise"). Matmuls share the blocked-matmul profile: its bound is the float32 dot
-#: product's rounding, which is all a plain MatMul/Gemm does too.
-OP_CLASS = {
-    **dict.fromkeys(["GroupQueryAttention", "Attention", "MultiHeadAttention", "SparseAttention", "Softmax",
-                     "LogSoftmax", "PackedMultiHeadAttention"], "attention"),
-    **dict.fromkeys(["SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "LayerNormalization",
-                     "SkipLayerNormalization", "RMSNormalization", "ReduceMean", "ReduceSum", "ReduceL2",
-                     "ReduceSumSquare", "ReduceMax", "ReduceMin", "CumSum"], "reduction"),
-    **dict.fromkeys(["Gelu", "FastGelu", "BiasGelu", "QuickGelu", "Erf", "Tanh", "Sigmoid"], "activation"),
-    **dict.fromkeys(["MatMul", "Gemm", "MatMulNBits", "MatMulInteger", "FusedMatMul", "MatMulIntegerToFloat",
-                     "QMoE"], "blockq-matmul"),
-    **dict.fromkeys(["Gather", "GatherElements", "GatherND", "GatherBlockQuantized", "DequantizeLinear", "Reshape",
-                     "Transpose", "Concat", "Slice", "Squeeze", "Unsqueeze", "Expand", "Shape", "Size", "Cast",
-                     "Identity", "Where", "Split", "ScatterND", "ScatterElements", "Tile", "Range", "Constant",
-                     "ConstantOfShape", "Flatten", "Pad", "Trilu", "Equal", "Less", "Greater", "And", "Or", "Not",
-                     "ArgMax", "Max", "Min", "Neg", "Relu"], "gather"),
-}
+from .compare import clean_for_json
+from .node_profiles import agree, node_profiles, op_profile
+from .subgraph import expose_all, node_attrs, node_key, prefix, single_node
 
 #: a walk confirms at most this many candidates standalone before it stops (each is one load)
 MAX_CONFIRM = 60
-
-
-def op_profile(op_type: str, dtype: Any, attrs: Mapping[str, Any] | None = None) -> str:
-    """The tolerance profile a node's output is judged by: its op class at its dtype. A
-    MatMulNBits with accuracy_level 4 may quantise its activations to int8 (the schema says
-    so): the int8-activation profile, as the matmulnbits family judges it."""
-    cls = OP_CLASS.get(op_type, "pointwise")
-    if op_type == "MatMulNBits" and int((attrs or {}).get("accuracy_level", 0)) == 4:
-        return "int8act-blockq-matmul"
-    d = np.dtype(dtype)
-    name = "fp16" if d == np.float16 else "bf16" if d.name == "bfloat16" else "fp32"
-    prof = f"{name}-{cls}"
-    if prof not in tolerances.PROFILES:
-        prof = f"{name}-attention" if f"{name}-attention" in tolerances.PROFILES else f"fp32-{cls}"
-    return prof
-
-
-def agree(actual: np.ndarray, expected: np.ndarray, profile: str) -> tuple[bool, dict[str, Any]]:
-    """Within the profile (the matrix's rule: every element and the NMSE), with the metrics."""
-    tol = tolerances.get(profile)
-    a, e = np.asarray(actual), np.asarray(expected)
-    if a.shape != e.shape:
-        return False, {"shape": list(a.shape), "expected_shape": list(e.shape)}
-    if e.dtype.kind not in "fiub" or e.size == 0:
-        return True, {"n": int(e.size)}
-    m = tensor_metrics(a, e, tol)
-    ok = m["bad"] == 0 and (m.get("integer") or m["nmse"] <= tol.max_nmse)
-    return bool(ok), m
-
-
-def _looser(a: str, b: str) -> str:
-    ta, tb = tolerances.get(a), tolerances.get(b)
-    # atol_rms, like rtol, is a bound relative to the data (its RMS rather than each element)
-    return a if (ta.rtol + ta.atol_rms, ta.atol) >= (tb.rtol + tb.atol_rms, tb.atol) else b
-
-
-def node_profiles(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> dict[str, str]:
-    """The profile each node is judged by, by node name or index. A node that only moves or
-    selects values (the "gather" class: Reshape, Transpose, Where, Concat...) computes nothing
-    of its own, so it carries the loosest profile of the computing nodes that produced its
-    inputs: an exact bound on a reshaped matmul output would charge the Reshape with the
-    matmul's rounding."""
-    eff: dict[str, str] = {}
-    out: dict[str, str] = {}
-    for i, node in enumerate(model.graph.node):
-        outs = [o for o in node.output if o]
-        dt = next((np.asarray(values[o]).dtype for o in outs if o in values), np.dtype(np.float32))
-        prof = op_profile(node.op_type, dt, _attrs(node))
-        if OP_CLASS.get(node.op_type) == "gather":
-            for inp in node.input:
-                if inp in eff:
-                    prof = _looser(prof, eff[inp])
-        out[_key(node, i)] = prof
-        for o in outs:
-            eff[o] = prof
-    return out
-
-
-def _key(node: onnx.NodeProto, i: int) -> str:
-    return f"{i}:{node.name}"
-
-
-def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
-    out = {}
-    for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        if isinstance(v, bytes):
-            v = v.decode("utf-8", "replace")
-        elif isinstance(v, onnx.TensorProto):
-            v = f"tensor{list(v.dims)}"
-        elif isinstance(v, (list, tuple)):
-            v = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in v][:16]
-        elif isinstance(v, onnx.GraphProto):
-            v = f"graph {v.name}"
-        out[a.name] = v
-    return out
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    return m
-
-
-def _typed(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    """Value infos from shape inference (com.microsoft ops may stay untyped)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # noqa: BLE001 - untyped outputs are still outputs
-        return {}
-    return {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
-
-
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
-
-
-def _float_output(node: onnx.NodeProto, name: str, typed: Mapping[str, onnx.ValueInfoProto]) -> bool:
-    """Typed as a float by shape inference, or (untyped) the first output of a com.microsoft
-    compute op, which onnx's shape inference does not know (MatMulNBits, GroupQueryAttention...)."""
-    if name in typed and typed[name].type.tensor_type.elem_type:
-        return typed[name].type.tensor_type.elem_type in _FLOAT_TYPES
-    return node.domain == "com.microsoft" and bool(node.output) and name == node.output[0]
-
-
-def expose_all(model: onnx.ModelProto, floats_only: bool = False) -> onnx.ModelProto:
-    """A copy whose every (named) top-level node output is also a graph output; `floats_only`:
-    only those shape inference types as floating point (a runtime that computes shapes in its
-    own dimension type, as tract does, refuses them as outputs)."""
-    m = _copy(model)
-    have = {o.name for o in m.graph.output}
-    typed = _typed(model)
-    for node in m.graph.node:
-        for o in node.output:
-            if floats_only and not _float_output(node, o, typed):
-                continue
-            if o and o not in have:
-                vi = onnx.ValueInfoProto()
-                if o in typed and typed[o].type.tensor_type.elem_type:
-                    vi.CopyFrom(typed[o])
-                    vi.type.tensor_type.ClearField("shape")  # the backend's own shapes, not inference's guess
-                else:
-                    vi.name = o
-                m.graph.output.append(vi)
-                have.add(o)
-    return m
-
-
-def _used_initializers(model: onnx.ModelProto, nodes) -> list[onnx.TensorProto]:
-    used = {i for n in nodes for i in n.input}
-    return [t for t in model.graph.initializer if t.name in used]
-
-
-def prefix(model: onnx.ModelProto, k: int) -> onnx.ModelProto:
-    """Nodes 0..k, outputs = node k's (named) outputs; the graph's inputs kept as they are."""
-    nodes = list(model.graph.node[: k + 1])
-    typed = _typed(model)
-    outs = []
-    for o in nodes[-1].output:
-        if o:
-            vi = onnx.ValueInfoProto()
-            if o in typed and typed[o].type.tensor_type.elem_type:
-                vi.CopyFrom(typed[o])
-                vi.type.tensor_type.ClearField("shape")
-            else:
-                vi.name = o
-            outs.append(vi)
-    g = helper.make_graph(nodes, f"prefix_{k}", list(model.graph.input), outs,
-                          initializer=_used_initializers(model, nodes))
-    m = helper.make_model(g, opset_imports=list(model.opset_import), producer_name="onnx-compat locate")
-    m.ir_version = model.ir_version
-    return m
-
-
-def single_node(model: onnx.ModelProto, node: onnx.NodeProto, values: Mapping[str, np.ndarray],
-                produced: Mapping[str, onnx.NodeProto]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """The node alone: inputs that were initialisers or Constant outputs stay constants; every
-    other input becomes a graph input fed the reference's recorded value."""
-    inits = {t.name: t for t in model.graph.initializer}
-    feeds: dict[str, np.ndarray] = {}
-    g_inputs, g_inits = [], []
-    for name in node.input:
-        if not name or name in feeds or any(t.name == name for t in g_inits):
-            continue
-        if name in inits:
-            g_inits.append(inits[name])
-        elif name in produced and produced[name].op_type == "Constant":
-            g_inits.append(numpy_helper.from_array(np.asarray(values[name]), name))
-        else:
-            a = np.asarray(values[name])
-            feeds[name] = a
-            g_inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape)))
-    outs = []
-    for o in node.output:
-        if o:
-            a = np.asarray(values[o]) if o in values else None
-            outs.append(helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
-                        if a is not None else helper.make_empty_tensor_value_info(o))
-    g = helper.make_graph([node], f"node_{node.name or node.op_type}", g_inputs, outs, initializer=g_inits)
-    m = helper.make_model(g, opset_imports=list(model.opset_import), producer_name="onnx-compat locate")
-    m.ir_version = model.ir_version
-    return m, feeds
 
 
 @dataclass
@@ -333,7 +133,7 @@ class _Judge:
             return False, {"standalone": f"the backend refused it alone: {_brief(e, 300)}"}, (m, feeds, expected)
         metrics, failed = {}, False
         for o, e in expected.items():
-            ok, mm = agree(got.get(o, np.array([])), e, op_profile(node.op_type, np.asarray(e).dtype, _attrs(node)))
+            ok, mm = agree(got.get(o, np.array([])), e, op_profile(node.op_type, np.asarray(e).dtype, node_attrs(node)))
             metrics[o] = mm
             failed |= not ok
         return failed, metrics, (m, feeds, expected)
@@ -379,7 +179,7 @@ def locate(case: Case, backend: Backend, ref: Backend, out_dir: str | Path | Non
 
 def _node_record(node: onnx.NodeProto, index: int) -> dict[str, Any]:
     return {"name": node.name, "op_type": node.op_type, "domain": node.domain or "ai.onnx", "index": index,
-            "attributes": _attrs(node), "inputs": list(node.input), "outputs": list(node.output)}
+            "attributes": node_attrs(node), "inputs": list(node.input), "outputs": list(node.output)}
 
 
 def _walk(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> tuple[dict | None, bool]:
@@ -410,7 +210,7 @@ def _walk(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> tup
         if not obs:
             continue
         metrics, bad = {}, False
-        profile = profiles[_key(node, i)]
+        profile = profiles[node_key(node, i)]
         for o in obs:
             ok, m = agree(got[o], ref_vals[o], profile)
             metrics[o] = m
@@ -471,7 +271,7 @@ def _bisect(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> d
                 return False
             metrics, bad = {}, False
             for o, e in exp.items():
-                ok, m = agree(got.get(o, np.array([])), e, profiles[_key(nodes[k], k)])
+                ok, m = agree(got.get(o, np.array([])), e, profiles[node_key(nodes[k], k)])
                 metrics[o], bad = m, bad or not ok
             cache[k] = (bad, metrics)
         return cache[k][0]
@@ -497,7 +297,7 @@ def _bisect(call: Call, backend: Backend, ref: Backend, judge: _Judge, log) -> d
     produced = {o: n for n in nodes for o in n.output if o}
     alone_fails, alone, extract = judge.node(model, node, {**call.feeds, **ref_vals}, produced)
     rec = {"found": True, "method": "bisect", "graph": call.graph, "_step": call.step, "node": _node_record(node, k),
-           "profile": profiles[_key(node, k)], "metrics": cache[k][1], "standalone_metrics": alone,
+           "profile": profiles[node_key(node, k)], "metrics": cache[k][1], "standalone_metrics": alone,
            "cuts": len(cache), "refused_cuts": sum("refused" in v[1] for v in cache.values()), "inputs_metrics": {n: ("graph input or initializer: fed identically" if n not in index
                                                       else {"cut_passes": True, **cache[index[n]][1]})
                                                   for n in node.input if n}}

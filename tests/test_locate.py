@@ -14,6 +14,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from harness import locate as loc
+from harness import node_profiles as profiles
+from harness import subgraph
 from harness.backends.base import Backend, ModelRef, Session
 from harness.backends.ort import OrtCpu
 from harness.backends.reference import Reference
@@ -150,7 +152,7 @@ def test_a_passing_cell_locates_nothing(twin, monkeypatch):
 
 def test_expose_all_adds_every_named_node_output(twin):
     proto = onnx.load(str(twin / "onnx" / "model.onnx"))
-    exposed = loc.expose_all(proto)
+    exposed = subgraph.expose_all(proto)
     want = {o for n in proto.graph.node for o in n.output if o} | {o.name for o in proto.graph.output}
     assert {o.name for o in exposed.graph.output} == want
     assert [o.name for o in exposed.graph.output][: len(proto.graph.output)] == [o.name for o in proto.graph.output]
@@ -160,15 +162,15 @@ def test_a_reshape_carries_its_producers_profile(twin):
     """Data movement is judged by the profile of what it moves: a Reshape of an Add's output
     gets the pointwise bound, not the exact one (else the Add's rounding is charged to it)."""
     proto = onnx.load(str(twin / "onnx" / "model.onnx"))
-    profs = loc.node_profiles(proto, {})
+    profs = profiles.node_profiles(proto, {})
     nodes = list(proto.graph.node)
     producer = {o: n for n in nodes for o in n.output}
     i, r = next((i, n) for i, n in enumerate(nodes)
                 if n.op_type == "Reshape" and getattr(producer.get(n.input[0]), "op_type", "") == "Add")
-    assert profs[loc._key(r, i)] == "fp32-pointwise"
+    assert profs[subgraph.node_key(r, i)] == "fp32-pointwise"
     j, g = next((j, n) for j, n in enumerate(nodes)
-                if loc.OP_CLASS.get(n.op_type) == "gather" and not any(x in producer for x in n.input))
-    assert profs[loc._key(g, j)] == "fp32-gather"  # fed only graph inputs and constants: exact
+                if profiles.OP_CLASS.get(n.op_type) == "gather" and not any(x in producer for x in n.input))
+    assert profs[subgraph.node_key(g, j)] == "fp32-gather"  # fed only graph inputs and constants: exact
 
 
 @pytest.mark.parametrize("op,dtype,want", [("MatMulNBits", np.float32, "fp32-blockq-matmul"),
@@ -178,7 +180,7 @@ def test_a_reshape_carries_its_producers_profile(twin):
                                             ("Mul", np.float32, "fp32-pointwise"),
                                             ("Mul", np.float16, "fp16-pointwise")])
 def test_op_profiles(op, dtype, want):
-    assert loc.op_profile(op, dtype) == want
+    assert profiles.op_profile(op, dtype) == want
 
 
 def test_cli_locate_records_the_node(twin, tmp_path, run_cli, monkeypatch):
