@@ -173,3 +173,47 @@ def test_static_form_gets_genais_own_words():
     assert rec["status"] in ("error", "unsupported"), rec["message"]
     assert "onnxruntime-genai: " in rec["message"] and "prefill" in rec["message"]
 
+
+
+def _phi3_prefill(folder: Path, tmp: Path, change, tokens: int) -> str:
+    """The Phi-3 shape-true twin's own files with its genai_config changed by `change`, prefilled
+    with `tokens` tokens and decoded one step: "ran", or GenAI's words."""
+    import os
+
+    import onnxruntime_genai as og
+
+    cfg = json.loads((folder / "genai_config.json").read_text())
+    change(cfg["model"]["decoder"])
+    tmp.mkdir()
+    for entry in folder.iterdir():
+        if entry.name != "genai_config.json":
+            os.symlink(entry.resolve(), tmp / entry.name)
+    (tmp / "genai_config.json").write_text(json.dumps(cfg))
+    model = og.Model(str(tmp))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=tokens + 1, do_sample=False, num_beams=1)
+    try:
+        gen = og.Generator(model, params)
+        gen.append_tokens(np.random.default_rng(0).integers(3, 500, size=(1, tokens)).astype(np.int32))
+        gen.append_tokens(np.array([[7]], np.int32))
+    except Exception as e:  # noqa: BLE001 - GenAI's words are what the test reads
+        return str(e)
+    return "ran"
+
+
+@needs_genai
+def test_phi3_shape_true_stops_where_genai_sizes_a_window_cache(tmp_path):
+    """The README's account of the Phi-3 shape-true cell (`error` on ort-genai), re-derived: builder
+    0.18.0 writes sliding_window {window_size 2047, slide_key_value_cache false, cache_slack 0}
+    into genai_config but exports GroupQueryAttention with local_window_size -1 and no
+    sliding_window_cache; on CPU the runtime still gives every layer a window-sized buffer of
+    2047 + 16 rows (its CPU default slack, onnxruntime-genai src/models/windowed_kv_cache.cpp), so
+    a sequence past 2 063 tokens is refused though context_length and max_length are 4 096. The
+    same files run with the slack raised or the sliding_window section removed."""
+    folder = TWINS / "phi3-shapetrue-genai-current-q4" / "cpu_and_mobile" / "cpu-int4-rtn-block-32-acc-level-4"
+    cfg = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]["sliding_window"]
+    assert (cfg["window_size"], cfg["slide_key_value_cache"], cfg["cache_slack"]) == (2047, False, 0)
+    said = _phi3_prefill(folder, tmp_path / "as-exported", lambda d: None, 2064)
+    assert "past_sequence_length=2063" in said and "total_sequence_length=2064" in said, said
+    assert _phi3_prefill(folder, tmp_path / "slack", lambda d: d["sliding_window"].update(cache_slack=100), 2064) == "ran"
+    assert _phi3_prefill(folder, tmp_path / "no-window", lambda d: d.pop("sliding_window"), 2064) == "ran"
