@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import readings, tolerances
+from . import tolerances
 from .backends.base import Backend, Crashed, DeviceLacks, KilledFromOutside, ModelRef, TimedOut, Unsupported
 from .case import Built, Case
 from .compare import clean_for_json, judge_readings, judge_steps
@@ -60,6 +60,8 @@ def _refused(case: Case, backend: Backend, status: Status, message: str, seconds
     conformant verdict: `unsupported`, quoting the sentence. Declared on the case (Case.refusals),
     matched on the backend's execution provider, never on its name."""
     provider = getattr(getattr(backend, "inner", backend), "provider", None)
+    if getattr(case, "refusals", ()):
+        from . import readings  # ~3 ms of import that a cell without declared refusals (`check`) never needs
     for rid in getattr(case, "refusals", ()):
         r = readings.REFUSALS[rid]
         if r.requires_refusal(provider):
