@@ -112,8 +112,10 @@ def test_twin_is_small_and_its_oracle_not_degenerate(name):
 
 @pytest.mark.skipif(not ENV_PY.exists(), reason="exporter environment .zoo-envs/optimum not built "
                     "(python3 -m venv .zoo-envs/optimum && pip install torch==2.13.0 && pip install -r zoo/envs/optimum.txt)")
-def test_rebuild_with_the_real_exporter_is_bit_identical(tmp_path):
-    name = "qwen25-optimum-q4"
+@pytest.mark.parametrize("name", ["qwen25-optimum-q4", "qwen25-shapetrue-optimum-q4", "gemma3-shapetrue-optimum-q4"])
+def test_rebuild_with_the_real_exporter_is_bit_identical(tmp_path, name):
+    """The exporter's files byte for byte, the oracle within fp32-logits; the shape-true twins
+    (issue 22) as well as the small one."""
     r = subprocess.run([str(ENV_PY), "zoo/build/optimum_twins.py", name, "--out", str(tmp_path)],
                        cwd=ROOT, check=False, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
