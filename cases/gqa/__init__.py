@@ -46,6 +46,8 @@ FAMILY = Family(
         "gqa_qk_norm": "GQA with q_norm_weight/k_norm_weight",
         "gqa_kv_quant": "GQA with a quantised KV cache (int8 / int4, per-tensor / per-channel scales)",
         "gqa_sliding_cache": "GQA with sliding_window_cache=1 (window-sized KV buffers, internal eviction)",
+        "gqa_symbolic_dims": "GQA single steps whose graph names the sequence, past and present lengths (S, P, C, T), "
+                             "as real exports declare them, beside the same steps with every dim static",
         "gqa_long": "GQA at real prompt lengths: S or past in the tens to hundreds, windows up to 512, "
                     "uniform shared-buffer decodes (issue 22)",
     },

@@ -146,9 +146,25 @@ def _dtype_variants(scs: list[Scenario], full: bool) -> list[Scenario]:
     return out
 
 
+def _symbolic_dims_variants(scs: list[Scenario], full: bool) -> list[Scenario]:
+    """The single steps on a concatenating past at batch 1, fp32, again with the sequence, past and
+    present lengths named as real exports declare them: a runtime that compiles for static dims
+    (OpenVINO) can fail the static graph alone, and these cells say whether a real export would.
+    One per shape (layout, phase, past, query length): the static dims are the question, not the
+    options; the quick grid keeps the first three shapes."""
+    shapes: dict[tuple, Scenario] = {}
+    for sc in scs:
+        if (sc.phase in ("decode", "chunk") and sc.buffer == "concat" and sc.batch == 1
+                and np.dtype(sc.dtype) == np.float32 and not sc.dims):
+            shapes.setdefault((sc.layout, sc.phase, sc.past, sc.qlen, sc.s), replace(sc, dims="symbolic"))
+    out = list(shapes.values())
+    return out if full else out[:3]
+
+
 def scenarios(grid_name: str) -> list[Scenario]:
     full = grid_name == "full"
     scs = _dtype_variants(_base_scenarios(full), full) + _named_scenarios(full) + length_scenarios(full)
+    scs += _symbolic_dims_variants(scs, full)
     at: dict[str, int] = {}
     out: list[Scenario] = []
     for sc in scs:

@@ -62,7 +62,7 @@ def gqa_model(sc: Scenario, feeds: dict[str, np.ndarray], present_len: int | str
     if sc.qk_output:
         outs["output_qk"] = (sc.dtype, [b, n, sc.s, total])
     model = single_node_model(node, feeds, outs)
-    if sc.phase == "multistep":  # shapes change from step to step: name those dims
+    if sc.phase == "multistep" or sc.dims == "symbolic":  # shapes change from step to step: name those dims
         symbolic = {"query": {1: "S"}, "key": {1: "S"}, "value": {1: "S"}, "position_ids": {1: "S"},
                     "past_key": {2: "P"}, "past_value": {2: "P"}, "attention_bias": {2: "S", 3: "T"},
                     "output": {1: "S"}, "present_key": {2: "C"}, "present_value": {2: "C"},

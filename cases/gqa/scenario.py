@@ -53,6 +53,9 @@ class Scenario:
     qknorm: int = 0  # q_norm_weight/k_norm_weight (Qwen3-style per-head RMS norm)
     qknorm_eps: str = ""  # "" default epsilons | "qk": qk_norm_epsilon set | "over": q/k_norm_epsilon override it
     kvq: str = ""  # quantised KV cache: int8-tensor | int8-channel | int4-tensor | int4-channel
+    #: "" the graph declares every dim as the feeds have it | "symbolic": sequence, past and
+    #: present lengths named (S, P, C, T), as real exports declare them (multistep always is)
+    dims: str = ""
     dtype: Any = np.float32
     #: R17, float16/bfloat16 only (oracle only, not part of the id): "rounded" (chosen): the
     #: rotated/normalised Q and K are computed exactly and rounded once to the dtype; "q-unrounded":
@@ -168,4 +171,6 @@ AXES: list[Axis] = [
     Axis(lambda s: _when(bool(s.qknorm_eps), f"qkeps{s.qknorm_eps}"),
          lambda s: {"qk_norm_epsilons": s.qknorm_eps} if s.qknorm_eps else {}),
     Axis(lambda s: _when(bool(s.kvq), f"kv{s.kvq}"), lambda s: {"kv_quant": s.kvq or "none"}, "gqa_kv_quant"),
+    Axis(lambda s: _when(s.dims == "symbolic", "symdims"), lambda s: {"dims": s.dims} if s.dims else {},
+         "gqa_symbolic_dims"),
 ]
