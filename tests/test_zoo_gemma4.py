@@ -190,3 +190,25 @@ def test_ort_cpu_fusion_gives_sliding_layers_gqa_with_the_window_as_attention_bi
     assert not any(a.name == "local_window_size" for n in gqa for a in n.attribute)
     assert sum(n.op_type == "Softmax" for n in g.node) == cfg["num_hidden_layers"] - len(gqa)
     assert any(n.op_type == "RotaryEmbedding" and n.domain == "com.microsoft" for n in g.node)
+
+
+@pytest.mark.slow_reason("runs the real exporter and the eager oracle from scratch (the shape-true twin: 35 layers "
+                         "and a 600-token prompt); only where .zoo-envs/gemma4-torch exists (nightly)")
+@pytest.mark.parametrize("flags, names", [(["--shape-true"], ["gemma4-shapetrue-tjs-q4"]),
+                                          (["--q4"], ["gemma4-tjs-fp32", "gemma4-tjs-q4"])])
+def test_rebuild_with_the_real_exporter_reproduces_every_file(flags, names, tmp_path):
+    """zoo/build/gemma4_tjs.py run from scratch into another folder gives the shipped files: the
+    exporter's byte for byte, the eager oracle within fp32-logits (harness/zoo/rebuild.py)."""
+    import subprocess
+
+    py = ROOT / ".zoo-envs" / "gemma4-torch" / "bin" / "python"
+    if not py.exists():
+        pytest.skip("no exporter environment .zoo-envs/gemma4-torch (create it from zoo/envs/gemma4-torch.txt)")
+    r = subprocess.run([str(py), "zoo/build/gemma4_tjs.py", *flags, "--dest", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from harness.zoo.rebuild import rebuild_differences
+
+    for name in names:
+        diffs = rebuild_differences(TWINS / name, tmp_path / name)
+        assert not diffs, f"{name}: " + "; ".join(diffs)

@@ -172,7 +172,10 @@ def contract(precision: str) -> dict:
     }
 
 
-def build(q4: bool, shape_true: bool = False) -> None:
+def build(q4: bool, shape_true: bool = False, dest: Path | None = None) -> None:
+    """The twins under `dest` (default zoo/twins/, replacing the shipped ones); a rebuild check
+    writes them elsewhere and compares (harness/zoo/rebuild.py)."""
+    dest = dest or common.TWINS
     ckpt = Path(tempfile.mkdtemp(prefix="gemma4-ckpt-"))
     try:
         model0 = ck.make_model()
@@ -184,7 +187,7 @@ def build(q4: bool, shape_true: bool = False) -> None:
         else:
             variants = [("fp32", "gemma4-tjs-fp32")] + ([("q4", "gemma4-tjs-q4")] if q4 else [])
         for precision, name in variants:
-            twin = common.TWINS / name
+            twin = dest / name
             if twin.exists():
                 shutil.rmtree(twin)
             twin.mkdir(parents=True)
@@ -253,8 +256,10 @@ if __name__ == "__main__":
     ap.add_argument("--q4", action="store_true", help="also build the q4 twin (MatMulNBits)")
     ap.add_argument("--shape-true", action="store_true",
                     help=f"build {SHAPE_TRUE_NAME} instead: E2B's attention geometry (issue 22), q4 only")
+    ap.add_argument("--dest", type=Path, default=None, metavar="DIR",
+                    help="write the twins under DIR instead of zoo/twins/ (a rebuild check)")
     args = ap.parse_args()
     ck.fixed_hash_seed()
     if args.shape_true:
         ck.use_shape_true()
-    build(args.q4, args.shape_true)
+    build(args.q4, args.shape_true, args.dest)
