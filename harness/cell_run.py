@@ -60,9 +60,10 @@ def _refused(case: Case, backend: Backend, status: Status, message: str, seconds
     conformant verdict: `unsupported`, quoting the sentence. Declared on the case (Case.refusals),
     matched on the backend's execution provider, never on its name."""
     provider = getattr(getattr(backend, "inner", backend), "provider", None)
-    if getattr(case, "refusals", ()):
+    refusals = getattr(case, "refusals", ())
+    if refusals:
         from . import readings  # ~3 ms of import that a cell without declared refusals (`check`) never needs
-    for rid in getattr(case, "refusals", ()):
+    for rid in refusals:
         r = readings.REFUSALS[rid]
         if r.requires_refusal(provider):
             return _record(case, backend, Status.UNSUPPORTED, {"required_refusal": rid},
