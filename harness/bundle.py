@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,6 +137,8 @@ def write_bundle(case: Case, built: Built, dest: str | os.PathLike, backend: str
             return bundle
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # writing only: `check` reads a bundle
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         save_model(built.model, tmp / "model.onnx")

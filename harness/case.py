@@ -8,7 +8,6 @@ seeded from the case id, so every run and every backend sees the same bytes.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -103,6 +102,8 @@ class Case:
 
 def seed_for(case_id: str) -> int:
     """A seed that depends on the id alone (not on Python's hash randomisation)."""
+    import hashlib  # here, not at the top: `check` of a bundle never needs it (~3 ms of OpenSSL)
+
     return int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "little")
 
 

@@ -11,7 +11,6 @@ same model (same case id) into the same DIR again replaces its earlier cells, an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -147,6 +146,8 @@ def _check_id(path: Path, meta: dict) -> str:
     if meta.get("case_id"):
         return meta["case_id"]
     model_file = path if path.is_file() else path / "model.onnx"
+    import hashlib  # here: its OpenSSL binding costs ~3 ms of a 0.15 s check that seldom needs it
+
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:10]
     return f"check/{path.name}-{digest}"
 

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -16,6 +15,8 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 if TYPE_CHECKING:  # a ModelRef on a path needs no onnx (ORT and tract read the file): imported on first use
+    import tempfile
+
     import onnx
 
 
@@ -91,6 +92,8 @@ class ModelRef:
     @property
     def path(self) -> Path:
         if self._path is None:
+            import tempfile  # only for a model written out; ~3 ms to import
+
             self._tmp = tempfile.TemporaryDirectory(prefix="onnx-compat-model-")
             p = Path(self._tmp.name) / "model.onnx"
             import onnx
