@@ -11,6 +11,7 @@ same model (same case id) into the same DIR again replaces its earlier cells, an
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -258,6 +259,12 @@ def check(path_str: str, names: list[str], out: str | None = None, tolerance: st
         if dropped:
             print(f"check: {results} held {dropped} cell(s) of {case.id} from an earlier check; replacing them")
         writer = ResultsWriter(results, resume=True)
+    if not gc.isenabled():  # the console script started this command with the collector off:
+        # what exists now (modules, the bundle) lives as long as the command: frozen, no
+        # collection walks it again, nor touches its pages in the forked children (gc.freeze's
+        # documented use); the collector is on again for what the cells make
+        gc.freeze()
+        gc.enable()
     print(f"check {path}  oracle: {oracle}  tolerance: {profile}")
     print(f"{'backend':<14} {'status':<12} {'max|Δ|':>10} {'NMSE':>10}  message")
     try:

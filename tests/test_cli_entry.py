@@ -4,7 +4,6 @@ flush every stream and run every exit handler."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +71,12 @@ def test_quick_exit_flushes_and_runs_the_exit_handlers(tmp_path):
     assert p.stdout == "unflushed out" and p.stderr == "unflushed err"
     assert list(tmp_path.iterdir()) == []
 
+
+def test_check_started_with_the_collector_off_turns_it_back_on(bundle):
+    """`entry` starts `check` with the cyclic collector off (start-up makes nothing collectable);
+    the cells must run with it on, or a cell's reference cycles would hold their memory."""
+    code = ("import gc, sys; from harness.check import check; gc.disable(); "
+            "rc = check(sys.argv[1], ['reference']); print('GC', gc.isenabled()); sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT)
+    assert p.returncode == 0 and "GC True" in p.stdout, p.stdout + p.stderr
