@@ -18,25 +18,44 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-def timed_process(argv: Sequence[str], cwd: str | os.PathLike | None = None) -> tuple[float, float, int]:
+def user_environment() -> dict[str, str]:
+    """The environment as the user invoked this tool: without the OPENBLAS_NUM_THREADS=1 that
+    harness/cli.py sets for itself when the user had not. `polygraphy run` inheriting it would
+    skip OpenBLAS's thread start (~30 ms, 10% of its run here), which no user's shell does;
+    `check` sets it again itself."""
+    env = dict(os.environ)
+    try:
+        from .cli import USER_OPENBLAS_NUM_THREADS as user
+    except ImportError:  # pragma: no cover - bench is reached through the CLI
+        return env
+    if user is None:
+        env.pop("OPENBLAS_NUM_THREADS", None)
+    else:
+        env["OPENBLAS_NUM_THREADS"] = user
+    return env
+
+
+def timed_process(argv: Sequence[str], cwd: str | os.PathLike | None = None,
+                  env: dict[str, str] | None = None) -> tuple[float, float, int]:
     """(wall s, CPU s (user + sys, children included), exit code) of one run of argv."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(list(argv), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
     return wall, usage.ru_utime + usage.ru_stime, p.returncode
 
 
-def paired(a: Sequence[str], b: Sequence[str], repeat: int, cwd=None) -> dict[str, Any]:
+def paired(a: Sequence[str], b: Sequence[str], repeat: int, cwd=None, env: dict[str, str] | None = None
+           ) -> dict[str, Any]:
     """Medians of `repeat` alternating runs of a and b after one warm-up each, and the medians of
     the pairwise ratios a/b (wall and CPU)."""
-    timed_process(a, cwd)
-    timed_process(b, cwd)
+    timed_process(a, cwd, env)
+    timed_process(b, cwd, env)
     runs: dict[str, list[tuple[float, float, int]]] = {"a": [], "b": []}
     for rep in range(repeat):
         for k in (("a", "b") if rep % 2 == 0 else ("b", "a")):
-            runs[k].append(timed_process(a if k == "a" else b, cwd))
+            runs[k].append(timed_process(a if k == "a" else b, cwd, env))
     codes = {k: sorted({r[2] for r in v}) for k, v in runs.items()}
     ratio = lambda i: statistics.median(x[i] / y[i] for x, y in zip(runs["a"], runs["b"]))  # noqa: E731
     return {"a_wall": statistics.median(r[0] for r in runs["a"]), "a_cpu": statistics.median(r[1] for r in runs["a"]),
@@ -105,7 +124,9 @@ def check_vs_polygraphy(bundle: Path, backend: str, repeat: int) -> dict[str, An
             "--load-inputs", str(files[0]), "--load-outputs", str(files[1])]
     check = [sys.executable, "-m", "harness.cli", "check", str(bundle), "--backends", backend]
     compiled = ensure_bytecode()
-    m = paired(check, poly, repeat)
+    env = user_environment()
+    m = paired(check, poly, repeat, env=env)  # both as the user would run them
+    m["openblas_num_threads"] = env.get("OPENBLAS_NUM_THREADS", "unset")
     if compiled:
         m["bytecode"] = compiled
     m["commands"] = {"check": "onnx-compat check BUNDLE --backends ort-cpu",

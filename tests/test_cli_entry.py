@@ -4,6 +4,7 @@ flush every stream and run every exit handler."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,21 @@ def test_quick_exit_flushes_and_runs_the_exit_handlers(tmp_path):
     assert p.returncode == 3
     assert p.stdout == "unflushed out" and p.stderr == "unflushed err"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("user", [None, "3"])
+def test_bench_runs_polygraphy_in_the_users_environment_not_the_tools(user):
+    """harness/cli.py sets OPENBLAS_NUM_THREADS=1 for itself; `polygraphy run`, timed against
+    `check`, must not inherit it where the user had not set it (it would skip OpenBLAS's thread
+    start, which no user's shell does) and must keep the user's own value where they had."""
+    code = ("import os, harness.cli; from harness.bench_process import user_environment; "
+            "print(os.environ['OPENBLAS_NUM_THREADS'], user_environment().get('OPENBLAS_NUM_THREADS', 'unset'))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if user is not None:
+        env["OPENBLAS_NUM_THREADS"] = user
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == (["1", "unset"] if user is None else [user, user])
 
 
 def test_check_started_with_the_collector_off_turns_it_back_on(bundle):
