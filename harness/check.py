@@ -33,10 +33,6 @@ from .verdict import Status
 if TYPE_CHECKING:  # imported where a model must be parsed: the reference backend, a bare model, no expected.npz
     import onnx
 
-#: a forked cell's version when its child died before reporting it (importing the runtime here
-#: to ask could take `check` down with it, if that import is what crashed)
-UNKNOWN_VERSION = "unknown: the process running the cell died before reporting its version"
-
 #: random feeds for a bare model: a model that declares more than this is refused, not allocated
 MAX_RANDOM_FEED_BYTES = 1 << 30
 
@@ -190,11 +186,10 @@ def _run_isolated(case: Case, backend, built: Built, ref: ModelRef, timeout: flo
 
     if not _forks(backend):
         return run_cell(case, backend, built, ref)
+    version = backend.version()
     t0 = time.perf_counter()
-    got = run_forked(lambda version: run_cell(case, backend, built, ref, version=version), timeout,
-                     first=backend.version)  # the runtime is imported in the child only
+    got = run_forked(lambda: run_cell(case, backend, built, ref, version=version), timeout)
     if isinstance(got, ForkedOutcome):
-        version = got.first if got.first is not None else UNKNOWN_VERSION
         return _record(case, backend, Status(got.status), None, got.message, time.perf_counter() - t0, version)
     return got
 
