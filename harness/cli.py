@@ -356,16 +356,16 @@ def entry(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def quick_exit(code: int) -> NoReturn:
-    """Exit with `code` after flushing stdout/stderr and running the atexit handlers, without the
-    interpreter's module teardown."""
+    """Exit with `code` after running the atexit handlers and then flushing stdout/stderr (a
+    handler may still write), without the interpreter's module teardown."""
     import atexit
 
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
             pass
-    atexit._run_exitfuncs()
     os._exit(code)
 
 

@@ -64,12 +64,15 @@ def test_top_level_help_lists_every_command(run_cli):
 def test_quick_exit_flushes_and_runs_the_exit_handlers(tmp_path):
     """What `check` skips is the interpreter's teardown only: buffered output still arrives and a
     temporary directory (removed by an exit handler) is still removed."""
-    code = ("import sys, tempfile; from harness.cli import quick_exit; "
+    code = ("import atexit, sys, tempfile; from harness.cli import quick_exit; "
             "d = tempfile.TemporaryDirectory(dir=sys.argv[1]); open(d.name + '/f', 'w').close(); "
+            "atexit.register(lambda: sys.stdout.write(' and from a handler')); "
             "sys.stdout.write('unflushed out'); sys.stderr.write('unflushed err'); quick_exit(3)")
-    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as a pipe is by default
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                       env=env)
     assert p.returncode == 3
-    assert p.stdout == "unflushed out" and p.stderr == "unflushed err"
+    assert p.stdout == "unflushed out and from a handler" and p.stderr == "unflushed err"
     assert list(tmp_path.iterdir()) == []
 
 

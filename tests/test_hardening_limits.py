@@ -94,15 +94,19 @@ def _bomb(path, nbytes: int) -> None:
 
 
 _MEASURED = """
-import resource, runpy, sys
-sys.argv = ["onnx-compat", *sys.argv[1:]]
-try:
-    runpy.run_module("harness.cli", run_name="__main__")
-finally:
+import atexit, runpy, sys
+
+
+def peak():
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child of a large pytest
     # worker would report the worker's size; the high-water mark belongs to this address space
     hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1]
     print(f"peak-rss-kb {hwm}", file=sys.stderr)
+
+
+atexit.register(peak)  # an exit handler: `check` ends with cli.quick_exit, which runs those (not finally blocks)
+sys.argv = ["onnx-compat", *sys.argv[1:]]
+runpy.run_module("harness.cli", run_name="__main__")
 """
 
 
