@@ -23,11 +23,9 @@ def user_environment() -> dict[str, str]:
     harness/cli.py sets for itself when the user had not. `polygraphy run` inheriting it would
     skip OpenBLAS's thread start (~30 ms, 10% of its run here), which no user's shell does;
     `check` sets it again itself."""
+    from .cli import USER_OPENBLAS_NUM_THREADS as user
+
     env = dict(os.environ)
-    try:
-        from .cli import USER_OPENBLAS_NUM_THREADS as user
-    except ImportError:  # pragma: no cover - bench is reached through the CLI
-        return env
     if user is None:
         env.pop("OPENBLAS_NUM_THREADS", None)
     else:

@@ -196,8 +196,6 @@ def _run_isolated(case: Case, backend, built: Built, ref: ModelRef, timeout: flo
 
 def check(path_str: str, names: list[str], out: str | None = None, tolerance: str | None = None,
           timeout: float = 120.0) -> int:
-    from .cell_run import run_cell
-
     path = Path(path_str)
     bundle = _load(path)
     # The model is parsed by onnx only where something needs the proto (the reference backend, a

@@ -14,13 +14,14 @@ from .cli_parser import build_parser
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_RUN = 0, 1, 2, 3
 
+#: the user's own setting (None: unset), for what runs outside this tool's choices: bench runs
+#: `polygraphy run` in the environment a user would have, not with this process's setting
+USER_OPENBLAS_NUM_THREADS = os.environ.get("OPENBLAS_NUM_THREADS")
+
 # numpy's OpenBLAS threads spin after every BLAS call (the comparison's cosine is a dot
 # product), taking the cores the runtime under test and the next cell need: measured on a GQA
 # head-512 cell, 36-48 ms a cell with them and 1.5 ms without. One BLAS thread per process
 # (cells run in parallel with --jobs); set before numpy loads, and a user's own setting wins.
-#: the user's own setting (None: unset), for what runs outside this tool's choices: bench runs
-#: `polygraphy run` in the environment a user would have, not with this process's setting
-USER_OPENBLAS_NUM_THREADS = os.environ.get("OPENBLAS_NUM_THREADS")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
