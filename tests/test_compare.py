@@ -135,3 +135,67 @@ def test_an_element_exactly_on_the_bound_passes_and_one_ulp_past_fails():
     assert tensor_metrics(np.nextafter(b + away * bound, away * np.inf), b.copy(), tol)["bad"] == 4
     small = tensor_metrics(b + 0.2, b.copy(), tol)  # every |Δ| under atol: nothing to count, no rtol needed
     assert small["bad"] == 0 and small["need_rtol"] == 0.0 and small["need_atol"] == pytest.approx(0.2)
+
+
+def _top1_by_definition(a, b):
+    rows = b.shape[-1]
+    return float(np.mean(np.argmax(a.reshape(-1, rows), 1) == np.argmax(b.reshape(-1, rows), 1)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top1_is_the_count_of_agreeing_rows_at_every_size_of_error(seed):
+    """top1 skips the argmax where no element moved by half the smallest top-two gap of a row:
+    errors just under and just over that bound, oracles with a tied row, and flips by a single
+    element must all give the plain count."""
+    rng = np.random.default_rng(seed)
+    b = rng.standard_normal((4, 6, 16))
+    if seed % 2:
+        b[1, 2, 3] = b[1, 2].max()  # a row tying for first: no bound applies
+    two = np.sort(b.reshape(-1, 16), axis=1)[:, -2:]
+    half_gap = float(np.min(two[:, 1] - two[:, 0])) / 2
+    for scale in (0.0, 1e-9, 0.5 * half_gap, 0.999 * half_gap, 1.001 * half_gap, 2 * half_gap, 10 * half_gap, 1.0):
+        a = b + rng.uniform(-scale, scale, b.shape)
+        assert tensor_metrics(a, b, TOL)["top1"] == _top1_by_definition(a, b), scale
+    if seed % 2:
+        return
+    # one element pushed just past its row's leader (ties aside): exactly one row changes its choice
+    r = int(np.argmin(two[:, 1] - two[:, 0]))
+    a = b.copy().reshape(-1, 16)
+    row = a[r]
+    second = int(np.argsort(row)[-2])
+    row[second] = np.nextafter(row.max(), np.inf)
+    a = a.reshape(b.shape)
+    assert tensor_metrics(a, b, TOL)["top1"] == _top1_by_definition(a, b) == 1 - 1 / 24
+    # the leader and the runner-up each moved by just over half their gap, towards each other
+    a = b.copy().reshape(-1, 16)
+    lead = int(np.argmax(a[r]))
+    a[r, lead] -= 0.51 * (two[r, 1] - two[r, 0])
+    a[r, second] += 0.51 * (two[r, 1] - two[r, 0])
+    a = a.reshape(b.shape)
+    assert tensor_metrics(a, b, TOL)["top1"] == _top1_by_definition(a, b) == 1 - 1 / 24
+
+
+def test_an_empty_output_with_rows_is_judged_without_a_top1():
+    """A (0, n) output has no rows to count: it passes against an empty oracle (it divided by
+    zero before)."""
+    e = np.zeros((0, 5), np.float32)
+    m = tensor_metrics(e.copy(), e, TOL)
+    assert m["bad"] == 0 and "top1" not in m
+    assert judge_step({"y": e.copy()}, {"y": e}, {}, TOL).passed
+
+
+def test_finite_outputs_raise_no_floating_point_error_and_nonfinite_ones_are_judged_quietly():
+    """The finite path runs without np.errstate (cold, it costs ~15 µs a cell): no operation in
+    it may overflow, divide by zero or make a NaN, even at the largest values whose squares are
+    finite; NaN/Inf and overflowing squares go the path that silences them itself."""
+    big = np.array([1e150, -1e150, 3e-300, 0.0, 1.0])
+    cases = [(big * 0.999, big), (np.zeros(5), big), (big, np.zeros(5)), (np.full(5, 1e-30), np.zeros(5))]
+    nonfinite = [(np.array([np.nan, 1.0]), np.array([1.0, 1.0])), (np.array([np.inf, 1.0]), np.array([np.inf, 1.0])),
+                 (np.array([1e200, 1.0]), np.array([-1e200, 1.0])), (np.array([1.0, 2.0]), np.array([np.nan, 2.0])),
+                 (np.array([9e153, 1.0]), np.array([-9e153, 1.0])),  # finite squares, Σ(a − b)² overflows
+                 (np.array([np.nan, np.inf, 1.0], np.float32), np.array([1.0, 1.0, 1.0]))]
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        for a, b in cases:
+            assert tensor_metrics(a, b, TOL)["nonfinite_mismatch"] == 0
+        passed = [judge_step({"y": a}, {"y": b}, {}, TOL).passed for a, b in nonfinite]
+    assert passed == [False, True, False, False, False, False]  # only the matching Inf agrees
