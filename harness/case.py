@@ -86,7 +86,7 @@ class Case:
     def features_record(self) -> dict[str, Any]:
         """`features` as every record of this case carries them (JSON-clean): made once, since
         each of the case's cells on every column writes them."""
-        from .compare import clean_for_json
+        from .json_clean import clean_for_json
 
         return clean_for_json(dict(self.features))
 

@@ -106,7 +106,7 @@ def _out_dir(path: str | os.PathLike | None, option: str = "--out") -> None:
 
 
 def cmd_run(args) -> int:
-    from .runner import parse_shard
+    from .runner import parse_shard, perf_repeats
 
     _check_timeout(args)
     _out_dir(args.out)
@@ -123,6 +123,7 @@ def cmd_run(args) -> int:
     if args.perf < 0:
         raise UsageError(f"--perf {args.perf}: use 0 (off) or a number of timed repetitions")
     os.environ["ONNX_COMPAT_PERF"] = str(args.perf)  # read by run_cell, here and in the worker processes
+    perf_repeats.cache_clear()  # this process may have read it before (cli.main called twice)
     if not (args.backends or args.k or args.m):  # the main job: slow columns run their documented subsets
         os.environ.setdefault("ONNX_COMPAT_WEBGPU_SUBSET", "1")
         os.environ.setdefault("ONNX_COMPAT_LONG_SUBSET", "1")  # harness/backends/long_subset.py

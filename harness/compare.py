@@ -36,18 +36,10 @@ def _f64(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)  # no copy of what is float64 already: nothing here writes to it
 
 
-def top1_agreement(actual: np.ndarray, expected: np.ndarray) -> float | None:
-    """Fraction of rows (all axes but the last) whose argmax over the last axis agrees: what a
-    matmul's error does to a greedy choice when the output is a row of logits."""
-    a, b = np.asarray(actual), np.asarray(expected)
-    if b.ndim < 2 or b.shape[-1] < 2 or b.size == 0 or a.shape != b.shape or b.dtype.kind not in "f":
-        return None
-    return _top1(_f64(a).reshape(-1, b.shape[-1]), np.argmax(_f64(b).reshape(-1, b.shape[-1]), axis=1))
-
-
 def _top1(a2: np.ndarray, b_argmax: np.ndarray, finite: bool = False) -> float:
-    """top1_agreement on float64 rows against the oracle rows' argmax (a NaN never wins a row: it
-    counts as -inf). `finite`: the caller knows every element of a2 is finite."""
+    """Fraction of rows (all axes but the last) whose argmax over the last axis agrees with the
+    oracle rows' argmax: what an error does to a greedy choice when the output is a row of logits
+    (a NaN never wins a row: it counts as -inf). `finite`: every element of a2 is finite."""
     if not finite and not np.isfinite(a2).all():  # nan_to_num costs more than the rest together: only where it changes something
         a2 = np.nan_to_num(a2, nan=-np.inf)
     return int(np.count_nonzero(np.argmax(a2, axis=1) == b_argmax)) / len(b_argmax)  # = np.mean, fewer calls
@@ -397,32 +389,3 @@ def judge_readings(actual_steps: list[Mapping[str, np.ndarray]], expected_steps:
                          f"reading: {j.message}")
             break
     return "mismatch", j
-
-
-def clean_for_json(obj: Any) -> Any:
-    """Floats that JSON cannot hold (NaN/Inf) become strings; numpy scalars become Python ones.
-    Every record of every cell passes here: a dict's plain leaves (str, int, bool, None, finite
-    float: nearly all of a record) are kept without a call each."""
-    t = type(obj)
-    if t is str or t is int or t is bool or obj is None:  # most of a record: nothing to convert
-        return obj
-    if t is float:
-        return obj if math.isfinite(obj) else str(obj)
-    if t is dict:
-        return {k if type(k) is str else str(k):
-                v if ((tv := type(v)) is str or tv is int or tv is bool or v is None
-                      or (tv is float and math.isfinite(v))) else clean_for_json(v)
-                for k, v in obj.items()}
-    if isinstance(obj, dict):
-        return {str(k): clean_for_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean_for_json(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else str(f)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-

@@ -31,7 +31,7 @@ import onnx
 
 from .backends.base import Backend, ModelRef
 from .case import Built, Case
-from .compare import clean_for_json
+from .json_clean import clean_for_json
 from .node_profiles import agree, node_profiles, op_profile
 from .subgraph import expose_all, node_attrs, node_key, prefix, single_node
 

@@ -37,3 +37,22 @@ def test_without_perf_no_latency_is_recorded(tmp_path):
     recs, out = _run(tmp_path)
     assert all("latency_ms" not in r["metrics"] for r in recs)
     assert 'id="f-latency"' not in (out / "report.html").read_text()
+
+
+def test_perf_is_read_again_when_run_sets_it_in_the_same_process(tmp_path, monkeypatch):
+    """run_cell reads ONNX_COMPAT_PERF once per process (it costs ~10 µs of each cell); a second
+    `run` in the same process (cli.main called twice, as a Python caller may) with another --perf
+    must still be obeyed."""
+    from harness import cli
+
+    monkeypatch.setenv("ONNX_COMPAT_PERF", "0")
+
+    def records(out, *extra):
+        code = cli.main(["run", "-k", "norm/simplified-axis-1-2x5x64-centred-fp32", "--zoo", "none", "--backends",
+                         "ort-cpu", "--in-process", "--quiet", "--out", str(out), *extra])
+        assert code == 0
+        return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+    assert all("latency_ms" not in r["metrics"] for r in records(tmp_path / "a"))
+    assert all(r["metrics"]["latency_ms"] > 0 for r in records(tmp_path / "b", "--perf", "2"))
+    assert all("latency_ms" not in r["metrics"] for r in records(tmp_path / "c"))

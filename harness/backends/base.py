@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
@@ -140,6 +140,11 @@ class Backend(ABC):
     #: runs native code that can take its process down (a segfault in a kernel): pytest and `check`
     #: run it in a worker process (harness/backends/worker.py, `isolatable`); False: numpy only
     native: bool = True
+    #: a whole-model runtime (ort-genai) says here why op cases are not its to run; "" runs them
+    zoo_only: str = ""
+    #: a column too slow for the main job (the WebGPU ones) gives a method: case id -> why it is
+    #: skipped there, or ""; None runs every case
+    subset_skip: Callable[[str], str] | None = None
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:
