@@ -199,3 +199,29 @@ def test_finite_outputs_raise_no_floating_point_error_and_nonfinite_ones_are_jud
             assert tensor_metrics(a, b, TOL)["nonfinite_mismatch"] == 0
         passed = [judge_step({"y": a}, {"y": b}, {}, TOL).passed for a, b in nonfinite]
     assert passed == [False, True, False, False, False, False]  # only the matching Inf agrees
+
+
+def test_worst_and_the_worst_output_are_min_max_by_their_definition():
+    """worst() and aggregate() run as plain loops (cheaper cold than comprehensions): each summary
+    metric must still be min() (cosine, top-1) or max() (the rest) over the dicts that carry it,
+    NaN and ties included, and the worst output the first with the most bad elements, then NMSE."""
+    from harness.compare import METRICS, aggregate, worst
+
+    rng = np.random.default_rng(3)
+    choices = [0.0, 1.0, 0.5, float("nan"), -0.0, 2.0]
+    for _ in range(300):
+        dicts = []
+        for _ in range(int(rng.integers(1, 5))):
+            m = {k: choices[int(rng.integers(len(choices)))] for k in METRICS if rng.random() < 0.7}
+            m["bad"] = int(rng.integers(0, 3))
+            dicts.append(m)
+        want = {}
+        for k, higher_is_better in METRICS.items():
+            vals = [m[k] for m in dicts if k in m]
+            if vals:
+                want[k] = min(vals) if higher_is_better else max(vals)
+        got = worst(dicts)
+        assert list(got) == list(want)
+        assert all(got[k] is want[k] for k in want)  # the very object min()/max() pick, NaN included
+        per = {f"o{i}": m for i, m in enumerate(dicts)}
+        assert aggregate(per)["worst_output"] == max(per, key=lambda n: (per[n].get("bad", 0), per[n].get("nmse", 0.0)))
