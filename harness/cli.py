@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
+from .cli_common import (EXIT_FINDINGS, EXIT_OK, EXIT_RUN, EXIT_USAGE, UsageError,  # noqa: F401 - EXIT_*: the exit codes' names
+                         backend_names, check_out_dir, check_timeout, selected_cases)
 from .cli_parser import build_parser
+from .cli_run import cmd_run
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_RUN = 0, 1, 2, 3
 
 #: the user's own setting (None: unset), for what runs outside this tool's choices: bench runs
 #: `polygraphy run` in the environment a user would have, not with this process's setting
@@ -25,35 +27,12 @@ USER_OPENBLAS_NUM_THREADS = os.environ.get("OPENBLAS_NUM_THREADS")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-class UsageError(Exception):
-    """Bad input: one line naming the file or option and the fix."""
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the run is, so that its cleanup (pool, workers, temp files) runs."""
 
 
 def _on_sigterm(signum, frame):
     raise Terminated()
-
-
-def _backends(spec: str | None) -> list[str]:
-    from . import backends
-
-    try:
-        return backends.parse_list(spec)
-    except KeyError as e:
-        raise UsageError(f"--backends: {e.args[0]}") from None
-
-
-def _select(args) -> list:
-    from .registry import SelectionError, load_cases, select
-
-    try:
-        cases = select(load_cases(args.grid), args.k, args.m)
-    except SelectionError as e:
-        raise UsageError(str(e)) from None
-    return cases
 
 
 def cmd_backends(args) -> int:
@@ -76,7 +55,7 @@ def cmd_backends(args) -> int:
 
 
 def cmd_list(args) -> int:
-    cases = _select(args)
+    cases = selected_cases(args)
     if args.json:
         print(json.dumps([{"id": c.id, "family": c.family, "features": dict(c.features), "marks": list(c.marks),
                            "tolerance": c.tolerance} for c in cases], indent=1, default=str))
@@ -87,142 +66,13 @@ def cmd_list(args) -> int:
     return EXIT_OK
 
 
-def _check_timeout(args) -> None:
-    """--timeout 0 or -5 would time every cell out (or none): a usage error, not a run."""
-    t = getattr(args, "timeout", None)
-    if t is not None and not (t > 0 and t != float("inf")):
-        raise UsageError(f"--timeout {t:g}: use a number of seconds above 0, e.g. --timeout 120")
-
-
-def _out_dir(path: str | os.PathLike | None, option: str = "--out") -> None:
-    """--out naming a file: one line (not `[Errno 17] File exists`)."""
-    from .outdir import NotOurs, check_is_dir
-
-    if path:
-        try:
-            check_is_dir(Path(path), option)
-        except NotOurs as e:
-            raise UsageError(str(e)) from None
-
-
-def cmd_run(args) -> int:
-    from .runner import parse_shard, perf_repeats
-
-    _check_timeout(args)
-    _out_dir(args.out)
-    names = _backends(args.backends)
-    if not names:
-        raise UsageError("--backends: no backend is available; see `onnx-compat backends`")
-    try:
-        shard = parse_shard(args.shard)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if args.jobs < 1:
-        raise UsageError(f"--jobs {args.jobs}: use 1 or more")
-    _backends(args.oracle)
-    if args.perf < 0:
-        raise UsageError(f"--perf {args.perf}: use 0 (off) or a number of timed repetitions")
-    os.environ["ONNX_COMPAT_PERF"] = str(args.perf)  # read by run_cell, here and in the worker processes
-    perf_repeats.cache_clear()  # this process may have read it before (cli.main called twice)
-    if not (args.backends or args.k or args.m):  # the main job: slow columns run their documented subsets
-        os.environ.setdefault("ONNX_COMPAT_WEBGPU_SUBSET", "1")
-        os.environ.setdefault("ONNX_COMPAT_LONG_SUBSET", "1")  # harness/backends/long_subset.py
-    # cases/zoo.py yields this run's zoo set, here and in --jobs workers (they inherit the environment)
-    os.environ["ONNX_COMPAT_ZOO_MODE"], os.environ["ONNX_COMPAT_ZOO_ORACLE"] = args.zoo, args.oracle
-    try:
-        cases = _select(args)
-    except FileNotFoundError as e:
-        raise UsageError(str(e)) from None
-    if not cases:
-        raise UsageError("no case matches the selection (-k/-m); see `onnx-compat list`")
-    from .outdir import NotOurs, claim
-    from .results import lock_out_dir
-
-    out = Path(args.out)
-    try:
-        claim(out)  # never replace a matrix or report the user wrote there (harness/outdir.py); before the lock file
-    except NotOurs as e:
-        raise UsageError(str(e)) from None
-    with lock_out_dir(out):  # before looking at results.jsonl: another run may be writing it
-        return _run_locked(args, names, shard, cases, out)
-
-
-def _run_locked(args, names, shard, cases, out: Path) -> int:
-    from .report import write_report
-    from .results import read_results
-    from .runner import execute
-
-    results = out / "results.jsonl"
-    if results.exists() and not args.resume:
-        raise UsageError(f"{results} exists; pass --resume to continue that run, or choose another --out")
-    print(f"onnx-compat run: {len(cases)} cases × {len(names)} backends ({', '.join(names)}) -> {out}", file=sys.stderr)
-    from .constraints import drift_lines
-    from .zoo.hub import fetch_failures
-
-    for line in drift_lines():  # recorded in run.json too; said here so it is not silent
-        print(f"onnx-compat run: {line}", file=sys.stderr)
-    summary = execute(cases, names, out, resume=args.resume, shard=shard, jobs=args.jobs, isolate=args.isolate,
-                      timeout=args.timeout, grid=args.grid or os.environ.get("ONNX_COMPAT_GRID", "quick"),
-                      progress=not args.quiet, in_process=args.in_process, repro=not args.no_repro)
-    records = read_results(results)
-    if getattr(args, "locate", False):
-        from .locate import locate_records
-        from .results import atomic_write_text
-
-        n = locate_records(records, out, args.timeout, log=lambda s: print(s, file=sys.stderr))
-        atomic_write_text(results, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        print(f"located {n} zoo cell(s); their node is in metrics.located", file=sys.stderr)
-    if args.no_report:
-        from .report.matrix import write_matrix
-
-        write_matrix(records, out)
-    else:
-        write_report(records, out)
-    _print_summary(records)
-    for line in fetch_failures(records):  # a hub model that could not be fetched: why, and the fix
-        print(line, file=sys.stderr)
-    _print_bundle_cost(out / "repro", args.no_repro, records)
-    print(f"{summary['cells_run']} cells run ({summary['resumed']} resumed) -> {results}, {out / 'matrix.csv'}"
-          + ("" if args.no_report else f", {out / 'report.html'}"), file=sys.stderr)
-    return EXIT_OK
-
-
-def _print_bundle_cost(repro: Path, skipped: bool = False, records=()) -> None:
-    """What the repro bundles of failing cells cost on disk, said once per run."""
-    if skipped:
-        print("no repro bundles written (--no-repro); `onnx-compat export CASE --out DIR` writes one on request",
-              file=sys.stderr)
-        return
-    from .runner import repro_max_mb
-
-    big = sorted({r["case_id"] for r in records if r["status"] not in ("pass", "skip", "unavailable")
-                  and not r.get("repro")})
-    if big:
-        print(f"{len(big)} failing case(s) got no repro bundle (arrays over {repro_max_mb():g} MiB, "
-              f"ONNX_COMPAT_REPRO_MAX_MB; e.g. {big[0]}): `onnx-compat export CASE --out DIR` writes one", file=sys.stderr)
-    if not repro.is_dir():
-        return
-    bundles = {p.parent for p in repro.rglob("case.json")}
-    size = sum(p.stat().st_size for p in repro.rglob("*") if p.is_file())
-    if bundles:
-        print(f"{len(bundles)} repro bundle(s) of failing cells, {size / 1e6:.0f} MB, under {repro} "
-              "(each `sh repro.sh BACKEND` reruns one; --no-repro writes none)", file=sys.stderr)
-
-
-def _print_summary(records) -> None:
-    from .report.matrix import summary
-
-    for b, counts in summary(records).items():
-        print(f"{b:<14} " + "  ".join(f"{s} {n}" for s, n in counts.items()))
-
-
 def cmd_locate(args) -> int:
     from .locate import locate_cell, summary_line
     from .registry import find_case
 
-    _check_timeout(args)
-    _out_dir(args.out)
-    _backends(args.backend)
+    check_timeout(args)
+    check_out_dir(args.out)
+    backend_names(args.backend)
     try:
         case = find_case(args.case_id, args.grid)
     except KeyError as e:
@@ -238,7 +88,7 @@ def cmd_locate(args) -> int:
 def cmd_extract(args) -> int:
     from .extract import ExtractError, cmd_extract as run
 
-    names = _backends(args.backends)
+    names = backend_names(args.backends)
     try:
         return run(args.model, args.name, names, args.out, args.json)
     except ExtractError as e:
@@ -265,7 +115,7 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .results import ResultsError, merge, read_results
 
-    _out_dir(args.out)
+    check_out_dir(args.out)
     try:
         records = merge(args.results)
         baseline = read_results(args.baseline) if args.baseline else None
@@ -287,9 +137,9 @@ def cmd_report(args) -> int:
 def cmd_check(args) -> int:
     from .check import check
 
-    _check_timeout(args)
-    _out_dir(args.out)
-    names = _backends(args.backends)
+    check_timeout(args)
+    check_out_dir(args.out)
+    names = backend_names(args.backends)
     return check(args.path, names, out=args.out, tolerance=args.tolerance, timeout=args.timeout)
 
 
@@ -298,12 +148,12 @@ def cmd_bench(args) -> int:
 
     from .bench import default_sample
 
-    cases = _select(args)
+    cases = selected_cases(args)
     if args.k is None and args.m is None:  # bounded by default: a few cases of every family
         cases = default_sample(cases)
         print(f"bench: {len(cases)} case(s), the first few of each op family (select others with -k/-m)",
               file=sys.stderr)
-    names = _backends(args.backends or ",".join(dict.fromkeys([args.baseline, "reference"])))
+    names = backend_names(args.backends or ",".join(dict.fromkeys([args.baseline, "reference"])))
     return bench(cases, names, baseline=args.baseline, repeat=args.repeat, as_json=args.json,
                  runs=not args.no_runs, progress=None if args.quiet else sys.stderr,
                  polygraphy=not args.no_polygraphy)
