@@ -175,6 +175,17 @@ def test_top1_is_the_count_of_agreeing_rows_at_every_size_of_error(seed):
     assert tensor_metrics(a, b, TOL)["top1"] == _top1_by_definition(a, b) == 1 - 1 / 24
 
 
+def test_an_exact_copy_of_an_oracle_with_tied_rows_keeps_every_choice():
+    """Quantised oracles tie within a row (no margin applies): an exact copy, -0.0 for 0.0
+    included, still agrees on every row, and a copy with one tie broken the other way does not."""
+    b = np.array([[0.0, 2.0, 2.0, 1.0], [3.0, 3.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0]])
+    a = b.copy()
+    a[2] = -0.0
+    assert tensor_metrics(a, b, TOL)["top1"] == _top1_by_definition(a, b) == 1.0
+    a[0, 2] = np.nextafter(2.0, 3.0)
+    assert tensor_metrics(a, b, TOL)["top1"] == _top1_by_definition(a, b) == 2 / 3
+
+
 def test_an_empty_output_with_rows_is_judged_without_a_top1():
     """A (0, n) output has no rows to count: it passes against an empty oracle (it divided by
     zero before)."""
