@@ -195,21 +195,37 @@ def test_an_empty_output_with_rows_is_judged_without_a_top1():
     assert judge_step({"y": e.copy()}, {"y": e}, {}, TOL).passed
 
 
-def test_finite_outputs_raise_no_floating_point_error_and_nonfinite_ones_are_judged_quietly():
-    """The finite path runs without np.errstate (cold, it costs ~15 µs a cell): no operation in
-    it may overflow, divide by zero or make a NaN, even at the largest values whose squares are
-    finite; NaN/Inf and overflowing squares go the path that silences them itself."""
+def _signaling_nan(dtype) -> np.ndarray:
+    """[sNaN, 1.0] in `dtype`: a NaN whose quiet bit is clear, as a kernel may leave it; casting it
+    or multiplying with it raises the invalid flag, where a quiet NaN does not."""
+    bits = {np.float16: (np.uint16, 0x7C01, 0x3C00), np.float32: (np.uint32, 0x7F800001, 0x3F800000),
+            np.float64: (np.uint64, 0x7FF0000000000001, 0x3FF0000000000000)}[dtype]
+    return np.array(bits[1:], dtype=bits[0]).view(dtype)
+
+
+def test_no_output_makes_numpy_warn_and_nonfinite_ones_are_judged():
+    """The judge says what NaN/Inf it found; numpy must say nothing, whatever a backend returns:
+    signaling NaNs (which raise `invalid` in a cast or a dot product, caught on a real run),
+    squares that overflow, the largest finite values. Under np.errstate(raise) and warnings as
+    errors, every one is judged and only the matching Inf agrees."""
+    import warnings
+
     big = np.array([1e150, -1e150, 3e-300, 0.0, 1.0])
     cases = [(big * 0.999, big), (np.zeros(5), big), (big, np.zeros(5)), (np.full(5, 1e-30), np.zeros(5))]
     nonfinite = [(np.array([np.nan, 1.0]), np.array([1.0, 1.0])), (np.array([np.inf, 1.0]), np.array([np.inf, 1.0])),
                  (np.array([1e200, 1.0]), np.array([-1e200, 1.0])), (np.array([1.0, 2.0]), np.array([np.nan, 2.0])),
                  (np.array([9e153, 1.0]), np.array([-9e153, 1.0])),  # finite squares, Σ(a − b)² overflows
                  (np.array([np.nan, np.inf, 1.0], np.float32), np.array([1.0, 1.0, 1.0]))]
-    with np.errstate(over="raise", invalid="raise", divide="raise"):
-        for a, b in cases:
-            assert tensor_metrics(a, b, TOL)["nonfinite_mismatch"] == 0
-        passed = [judge_step({"y": a}, {"y": b}, {}, TOL).passed for a, b in nonfinite]
-    assert passed == [False, True, False, False, False, False]  # only the matching Inf agrees
+    nonfinite += [(_signaling_nan(t), np.array([1.0, 1.0])) for t in (np.float16, np.float32, np.float64)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for errs in ({}, {"over": "raise", "invalid": "raise", "divide": "raise"}):
+            with np.errstate(**errs):
+                for a, b in cases:
+                    assert tensor_metrics(a, b, TOL)["nonfinite_mismatch"] == 0
+                passed = [judge_step({"y": a}, {"y": b}, {}, TOL).passed for a, b in nonfinite]
+                assert passed == [False, True, False, False, False, False, False, False, False]
+                assert all(tensor_metrics(a, b, TOL)["backend_nonfinite"] == 1 for a, b in nonfinite[-3:])
 
 
 def test_worst_and_the_worst_output_are_min_max_by_their_definition():
