@@ -214,8 +214,9 @@ def _finite_metrics(a: np.ndarray, b: np.ndarray, aa: float, bb: float, integer:
         floor_b = np.maximum(absb, TINY)
     max_abs = float(d.max())
     out["max_abs"] = max_abs
-    out["max_rel"] = float((d / floor_b).max())
-    num = float(diff.dot(diff))
+    exact = max_abs == 0  # an exact copy (often: a quantised gather, a KV cache): every error below is 0
+    out["max_rel"] = 0.0 if exact else float((d / floor_b).max())
+    num = 0.0 if exact else float(diff.dot(diff))
     out["nmse"] = num / bb if bb > 0 else (0.0 if num == 0 else math.inf)  # bb = Σb²
     na, nb = math.sqrt(aa), math.sqrt(bb)  # = np.linalg.norm, without its checks
     out["cosine"] = float(a.dot(b) / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
@@ -229,7 +230,7 @@ def _finite_metrics(a: np.ndarray, b: np.ndarray, aa: float, bb: float, integer:
     if atol != tol.atol:
         out["atol"] = atol
     rel_part = oracle.rel_part(tol.rtol) if oracle is not None else tol.rtol * absb
-    need_atol = float(max(0.0, (d - rel_part).max()))
+    need_atol = 0.0 if exact else float(max(0.0, (d - rel_part).max()))  # rel_part >= 0
     out["need_atol"] = need_atol
     if max_abs <= atol:  # every d − atol ≤ 0: the smallest rtol needed is 0
         out["need_rtol"] = 0.0
@@ -237,8 +238,7 @@ def _finite_metrics(a: np.ndarray, b: np.ndarray, aa: float, bb: float, integer:
         out["need_rtol"] = float(max(0.0, ((d - atol) / floor_b).max()))
     else:  # (d − 0) / floor_b is d / floor_b
         out["need_rtol"] = out["max_rel"]
-    # every |Δ| below atol is within atol + rtol·|b| (rounding is monotone): nothing to count
-    out["bad"] = (0 if max_abs < atol else int(np.count_nonzero(d > atol + rel_part))) + bad_nonfinite
+    out["bad"] = (0 if max_abs < atol else int(np.count_nonzero(d > atol + rel_part))) + bad_nonfinite  # |Δ| < atol: within
     return out
 
 

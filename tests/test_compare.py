@@ -8,9 +8,17 @@ TOL = Tolerance("t", atol=1e-6, rtol=1e-4, max_nmse=1e-8, reason="test")
 
 
 def test_identical_arrays_have_zero_error():
+    """An exact copy (the judge skips its divisions then) has every error 0, at atol 0 too, and
+    -0.0 against 0.0 is exact."""
     a = np.random.default_rng(0).standard_normal(100).astype(np.float32)
-    m = tensor_metrics(a, a, TOL)
-    assert m["max_abs"] == 0 and m["nmse"] == 0 and m["cosine"] == pytest.approx(1.0) and m["bad"] == 0
+    a[:3] = 0.0
+    copy = a.copy()
+    copy[0] = -0.0
+    for tol in (TOL, Tolerance("zero", atol=0.0, rtol=0.0, max_nmse=0.0, reason="test")):
+        m = tensor_metrics(copy, a, tol)
+        assert m["max_abs"] == m["max_rel"] == m["nmse"] == m["need_atol"] == m["need_rtol"] == m["bad"] == 0
+        assert m["cosine"] == pytest.approx(1.0)
+        assert judge_step({"y": copy}, {"y": a}, {}, tol).passed
 
 
 def test_metrics_match_their_definitions():
