@@ -4,6 +4,8 @@ import gc
 import json
 import weakref
 
+import pytest
+
 from harness import bench
 
 
@@ -138,3 +140,15 @@ def test_check_is_timed_from_bytecode_even_where_python_may_not_write_it(monkeyp
     monkeypatch.setattr(bench_process, "sys", types.SimpleNamespace(flags=types.SimpleNamespace(dont_write_bytecode=True)))
     assert "PYTHONDONTWRITEBYTECODE" in bench_process.ensure_bytecode()
     assert pyc.stat().st_mtime >= cli.stat().st_mtime
+
+
+def test_a_slow_stretch_over_three_harness_samples_and_two_bare_ones_does_not_move_the_ratio():
+    """Pairs measured back to back share the host's slow stretches: the per-case overhead is the
+    median of the pair ratios (1.2 here), not the ratio of the medians (2.4 here)."""
+    from harness.bench import paired_ratio
+
+    harness = [2.4, 2.4, 2.4, 1.2, 1.2]  # pairs 1-3 in a slow stretch; pair 3's bare ran just after it
+    bare = [2.0, 2.0, 1.0, 1.0, 1.0]
+    assert paired_ratio(harness, bare) == pytest.approx(1.2)
+    with pytest.raises(ValueError):
+        paired_ratio(harness, bare[:4])
