@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # no runtime import: this file also runs alone inside a repro
     from .tolerances import Tolerance
 
 TINY = 1e-30
+_MAX = np.maximum.reduce  # what ndarray.max() calls, through numpy's Python _methods._amax
 
 
 def _f64(a: np.ndarray) -> np.ndarray:
@@ -40,17 +41,16 @@ def _top1(a2: np.ndarray, b_argmax: np.ndarray, finite: bool = False) -> float:
     (a NaN never wins a row: it counts as -inf). `finite`: every element of a2 is finite."""
     if not finite and not np.isfinite(a2).all():  # nan_to_num costs more than the rest together: only where it changes something
         a2 = np.nan_to_num(a2, nan=-np.inf)
-    return int(np.count_nonzero(np.argmax(a2, axis=1) == b_argmax)) / len(b_argmax)  # = np.mean, fewer calls
+    return int(np.count_nonzero(a2.argmax(axis=1) == b_argmax)) / len(b_argmax)  # = np.mean, fewer calls
 
 
 def tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
                    mask: np.ndarray | None = None) -> dict[str, Any]:
-    """Every metric in as few distinct numpy calls as give the same verdicts: each cell of every
-    column is judged here, right after a session has run, and then each numpy operation's first
-    call costs 5-30 µs of cold code, more than the small tensors' arithmetic (`onnx-compat bench`,
-    cell overhead). The usual case (every element finite) runs ~15 calls; NaN/Inf go the careful
-    way. Inside np.errstate throughout: a backend's NaN may be signaling, and then even the cast
-    to float64 or a·a raises `invalid` (a real run printed it)."""
+    """Every metric in as few distinct numpy calls as give the same verdicts: each cell is judged
+    right after a session has run, when each numpy operation's first call costs 5-30 µs of cold
+    code, more than the small tensors' arithmetic (`onnx-compat bench`, cell overhead); NaN/Inf go
+    the careful way. Inside np.errstate throughout: a backend's NaN may be signaling, and then even
+    the cast to float64 or a·a raises `invalid` (a real run printed it)."""
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are judged below, not warned about
         return _tensor_metrics(actual, expected, tol, mask)
 
@@ -212,10 +212,10 @@ def _finite_metrics(a: np.ndarray, b: np.ndarray, aa: float, bb: float, integer:
     else:
         absb = np.abs(b)
         floor_b = np.maximum(absb, TINY)
-    max_abs = float(d.max())
+    max_abs = float(_MAX(d))  # = d.max() without its Python wrapper (cold: a few µs each)
     out["max_abs"] = max_abs
     exact = max_abs == 0  # an exact copy (often: a quantised gather, a KV cache): every error below is 0
-    out["max_rel"] = 0.0 if exact else float((d / floor_b).max())
+    out["max_rel"] = 0.0 if exact else float(_MAX(d / floor_b))
     num = 0.0 if exact else float(diff.dot(diff))
     out["nmse"] = num / bb if bb > 0 else (0.0 if num == 0 else math.inf)  # bb = Σb²
     na, nb = math.sqrt(aa), math.sqrt(bb)  # = np.linalg.norm, without its checks
@@ -230,12 +230,12 @@ def _finite_metrics(a: np.ndarray, b: np.ndarray, aa: float, bb: float, integer:
     if atol != tol.atol:
         out["atol"] = atol
     rel_part = oracle.rel_part(tol.rtol) if oracle is not None else tol.rtol * absb
-    need_atol = 0.0 if exact else float(max(0.0, (d - rel_part).max()))  # rel_part >= 0
+    need_atol = 0.0 if exact else float(max(0.0, _MAX(d - rel_part)))  # rel_part >= 0
     out["need_atol"] = need_atol
     if max_abs <= atol:  # every d − atol ≤ 0: the smallest rtol needed is 0
         out["need_rtol"] = 0.0
     elif atol:
-        out["need_rtol"] = float(max(0.0, ((d - atol) / floor_b).max()))
+        out["need_rtol"] = float(max(0.0, _MAX((d - atol) / floor_b)))
     else:  # (d − 0) / floor_b is d / floor_b
         out["need_rtol"] = out["max_rel"]
     out["bad"] = (0 if max_abs < atol else int(np.count_nonzero(d > atol + rel_part))) + bad_nonfinite  # |Δ| < atol: within
