@@ -29,7 +29,7 @@ ARGVS = [
     ["twins", "build", "gemma3"],
     ["install-js"],
     ["install-webgpu"],
-    ["bench", "--repeat", "5", "--no-runs", "--quiet"],
+    ["bench", "--repeat", "7", "--no-runs", "--quiet"],
 ]
 
 
