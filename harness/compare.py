@@ -1,17 +1,13 @@
 """One error metric family for every backend: tensor metrics against the oracle, and the verdict.
 
-Metrics per output (over the elements the op specifies): max |Δ|, max relative Δ, NMSE
-(Σ(a−b)² / Σb², the llama.cpp metric), cosine, and the smallest tolerance that would have
-passed (Polygraphy's "minimum required tolerance"): `need_atol` at the profile's rtol and
-`need_rtol` at the profile's atol. A NaN/Inf where the oracle is finite is always a mismatch.
+Metrics per output (over the elements the op specifies): max |Δ|, max relative Δ, NMSE (Σ(a−b)² / Σb², the
+llama.cpp metric), cosine, and the smallest tolerance that would have passed (Polygraphy's "minimum required
+tolerance"): `need_atol` at the profile's rtol, `need_rtol` at its atol. A NaN/Inf where the oracle is finite
+is always a mismatch. The element rule is |a − b| <= atol_eff + rtol·|b|, atol_eff = atol + atol_rms·RMS(b)
+over the compared elements (atol_rms: a profile whose error scales with the data, not with each element).
 
-Self-contained on purpose (numpy only; a tolerance is anything with atol, rtol, max_nmse and
-int_atol, and optionally atol_rms): repro bundles ship this very file, so `repro.sh` judges
-exactly as the matrix does.
-
-The element rule is |a − b| <= atol_eff + rtol·|b|, atol_eff = atol + atol_rms·RMS(b) over the
-compared elements: a profile whose error scales with the data rather than with each element (int8
-activation quantisation: with the block's largest |A|) sets atol_rms.
+Self-contained on purpose (numpy only; a tolerance is anything with atol, rtol, max_nmse, int_atol and
+optionally atol_rms): repro bundles ship this very file, so `repro.sh` judges exactly as the matrix does.
 """
 
 from __future__ import annotations
@@ -31,14 +27,9 @@ TINY = 1e-30
 _MAX = np.maximum.reduce  # what ndarray.max() calls, through numpy's Python _methods._amax
 
 
-def _f64(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a, dtype=np.float64)  # no copy of what is float64 already: nothing here writes to it
-
-
 def _top1(a2: np.ndarray, b_argmax: np.ndarray, finite: bool = False) -> float:
-    """Fraction of rows (all axes but the last) whose argmax over the last axis agrees with the
-    oracle rows' argmax: what an error does to a greedy choice when the output is a row of logits
-    (a NaN never wins a row: it counts as -inf). `finite`: every element of a2 is finite."""
+    """Fraction of rows (all axes but the last) whose argmax agrees with the oracle rows' argmax: what an
+    error does to a greedy choice over logits (a NaN never wins: it counts as -inf). `finite`: a2 is."""
     if not finite and not np.isfinite(a2).all():  # nan_to_num costs more than the rest together: only where it changes something
         a2 = np.nan_to_num(a2, nan=-np.inf)
     return int(np.count_nonzero(a2.argmax(axis=1) == b_argmax)) / len(b_argmax)  # = np.mean, fewer calls
@@ -46,11 +37,9 @@ def _top1(a2: np.ndarray, b_argmax: np.ndarray, finite: bool = False) -> float:
 
 def tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
                    mask: np.ndarray | None = None) -> dict[str, Any]:
-    """Every metric in as few distinct numpy calls as give the same verdicts: each cell is judged
-    right after a session has run, when each numpy operation's first call costs 5-30 µs of cold
-    code, more than the small tensors' arithmetic (`onnx-compat bench`, cell overhead); NaN/Inf go
-    the careful way. Inside np.errstate throughout: a backend's NaN may be signaling, and then even
-    the cast to float64 or a·a raises `invalid` (a real run printed it)."""
+    """Every metric in as few numpy calls as give the same verdicts: a cell is judged right after a
+    session, when each call costs 5-30 µs of cold code (`onnx-compat bench`). Inside np.errstate: a
+    backend's NaN may be signaling, and then even the cast to float64 raises `invalid`."""
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are judged below, not warned about
         return _tensor_metrics(actual, expected, tol, mask)
 
@@ -59,41 +48,43 @@ def _tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
                     mask: np.ndarray | None) -> dict[str, Any]:
     act = np.asarray(actual)
     o = _oracle(expected, mask)
-    a = _f64(act).ravel()
-    if o.sel is not None:
-        a = a[o.sel]
-    # a·a and b·b (the cosine's norms) are finite exactly when every element is, unless the
-    # squares overflow: then the careful path decides, as it does for any NaN/Inf
-    aa = float(a.dot(a))
-    if not (math.isfinite(aa) and math.isfinite(o.bb)):
-        return _nonfinite_metrics(a, o.b, o.rows if act.shape == o.shape else None, o.integer, tol)
+    same = o.bytes_as(act.dtype) if act.shape == o.shape else None
+    copy = same is not None and act.tobytes() == same
+    if copy:  # the oracle's own values (a KV cache, a quantised gather): no cast, no a·a
+        a, aa = o.b, o.bb
+    else:
+        a = np.asarray(act, dtype=np.float64).ravel()  # no copy of what is float64: nothing here writes to it
+        if o.sel is not None:
+            a = a[o.sel]
+        # a·a, b·b (the cosine's norms) are finite where every element is and no square overflows
+        aa = float(a.dot(a))
+        if not (math.isfinite(aa) and math.isfinite(o.bb)):
+            return _nonfinite_metrics(a, o.b, o.rows if act.shape == o.shape else None, o.integer, tol)
     out: dict[str, Any] = {"n": int(o.b.size)}
     rows = o.rows is not None and act.shape == o.shape
     if rows:
         out["top1"] = 1.0  # its place in the record; counted below where any row may differ
     out["nonfinite_mismatch"] = 0
-    out = _finite_metrics(a, o.b, aa, o.bb, o.integer, tol, out, 0, o)
+    out = _finite_metrics(a, o.b, aa, o.bb, o.integer, tol, out, 0, o, copy)
     if rows and not (out["max_abs"] < o.top1_margin or out["max_abs"] == 0):
-        # below the margin (half the smallest top-two gap of an oracle row) every row keeps its
-        # argmax, as does an exact copy (rows tied for first included: same values, same first
-        # index), and counting them would cost ~40 µs of cold calls
+        # below the margin (half an oracle row's smallest top-two gap) every row keeps its argmax, as
+        # in an exact copy (ties included: same values, same first index): ~40 µs of cold calls saved
         out["top1"] = _top1(a.reshape(-1, o.rows), o.argmax, finite=True)
     return out
 
 
 class _Oracle:
-    """What judging needs of one oracle tensor (and its mask) that no backend's output changes:
-    made once and reused by every column judged against it (a run judges each case's outputs
-    on up to ten columns in one worker). Small tensors only, where numpy's per-call cost is
-    most of the judging; the tensor is made read-only, so a later write fails loudly instead of
-    leaving these numbers stale."""
+    """What judging needs of one oracle tensor (and mask) that no output changes: made once for every
+    column judged against it (up to ten in one worker). The tensor is made read-only where kept, so a
+    later write fails loudly instead of leaving these numbers stale."""
 
-    __slots__ = ("shape", "sel", "b", "bb", "integer", "rows", "top1_margin", "_argmax", "absb", "floor_b", "_rel")
+    __slots__ = ("shape", "sel", "b", "bb", "integer", "rows", "top1_margin", "_argmax", "absb", "floor_b", "_rel",
+                 "reused", "_bytes", "nbytes")
 
     def __init__(self, exp: np.ndarray, mask: np.ndarray | None):
         self.shape = exp.shape
         self.sel = None
-        b = _f64(exp).ravel()
+        b = np.asarray(exp, dtype=np.float64).ravel()
         self.rows = None
         if mask is None:
             if exp.ndim >= 2 and exp.shape[-1] >= 2 and exp.size and exp.dtype.kind == "f":  # no rows: no top-1
@@ -108,6 +99,9 @@ class _Oracle:
         self._argmax = self.absb = self.floor_b = None
         self.top1_margin = 0.0
         self._rel: dict[float, np.ndarray] = {}
+        self.reused = False  # set where the cache keeps it for later outputs (_oracle)
+        self._bytes: dict[np.dtype, bytes | None] = {}
+        self.nbytes = b.nbytes * 6  # b, |b|, max(|b|, TINY), rtol·|b|, and up to two dtypes' bytes_as
         if math.isfinite(self.bb):  # what the finite path needs; NaN/Inf go the careful way
             if self.rows is not None:
                 self.top1_margin = _top1_margin(b.reshape(-1, self.rows))
@@ -121,23 +115,28 @@ class _Oracle:
             self._argmax = np.argmax(self.b.reshape(-1, self.rows), axis=1)
         return self._argmax
 
+    def bytes_as(self, dtype: np.dtype) -> bytes | None:
+        """The oracle's values as an output of `dtype` holds them (C order; None where one does not
+        survive the cast, or not finite, masked or kept): an output of these bytes is the oracle."""
+        hit = self._bytes.get(dtype, False)
+        if hit is False:
+            hit = None
+            if self.reused and self.sel is None and self.absb is not None and dtype.kind in "fiu":
+                cast = self.b.astype(dtype)  # out-of-range values wrap or saturate: then unequal
+                hit = cast.tobytes() if np.array_equal(cast, self.b) else None
+            self._bytes[dtype] = hit
+        return hit
+
     def rel_part(self, rtol: float) -> np.ndarray:
         """rtol·|b|, per profile rtol."""
         r = self._rel.get(rtol)
-        if r is None:
-            r = self._rel[rtol] = rtol * self.absb
-        return r
-
-    @property
-    def nbytes(self) -> int:
-        return self.b.nbytes * 4
+        return r if r is not None else self._rel.setdefault(rtol, rtol * self.absb)
 
 
 def _top1_margin(rows: np.ndarray) -> float:
-    """A bound under which no row's argmax can change: half the smallest gap between a row's
-    largest and second-largest value (0 where a row ties for first). If every |a − b| < gap/2,
-    a row's top element stays above every other one (b_top − δ > b_j + δ). The factor 1 − 1e-12
-    covers the rounding of |a − b| and of the gap (each within one ulp of the true value)."""
+    """A bound under which no row's argmax can change: half the smallest gap between a row's two
+    largest values (0 where a row ties). If every |a − b| < gap/2, a row's top stays above every other
+    (b_top − δ > b_j + δ); 1 − 1e-12 covers the rounding of |a − b| and of the gap (an ulp each)."""
     two = np.partition(rows, -2, axis=1)[:, -2:]  # [:, 1] is the row's largest, [:, 0] the next
     return float(np.min(two[:, 1] - two[:, 0])) * 0.5 * (1 - 1e-12)
 
@@ -168,6 +167,7 @@ def _oracle(expected: np.ndarray, mask: np.ndarray | None) -> _Oracle:
     if hit is not None:  # a dead array's id, reused: its entry goes
         _ORACLE_BYTES -= _ORACLES.pop(key)[2].nbytes
     o = _Oracle(exp, mask)
+    o.reused = True
     _ORACLES[key] = (weakref.ref(exp), weakref.ref(mask) if mask is not None else None, o)
     _ORACLE_BYTES += o.nbytes
     while _ORACLE_BYTES > ORACLE_CACHE_BYTES and len(_ORACLES) > 1:  # the oldest go first
@@ -177,8 +177,8 @@ def _oracle(expected: np.ndarray, mask: np.ndarray | None) -> _Oracle:
 
 def _nonfinite_metrics(a: np.ndarray, b: np.ndarray, rows: int | None, integer: bool, tol: Tolerance
                        ) -> dict[str, Any]:
-    """Some element is NaN/±Inf (or squares overflow): NaN must match NaN, ±Inf the same signed
-    Inf; the finite pairs are judged as usual."""
+    """Some element is NaN/±Inf (or squares overflow): NaN must match NaN, ±Inf the same signed Inf;
+    the finite pairs are judged as usual."""
     out: dict[str, Any] = {"n": int(b.size)}
     if rows is not None:
         out["top1"] = _top1(a.reshape(-1, rows), np.argmax(b.reshape(-1, rows), axis=1))
@@ -201,30 +201,30 @@ def _nonfinite_metrics(a: np.ndarray, b: np.ndarray, rows: int | None, integer: 
 
 
 def _finite_metrics(a: np.ndarray, b: np.ndarray, aa: float, bb: float, integer: bool, tol: Tolerance,
-                    out: dict[str, Any], bad_nonfinite: int, oracle: _Oracle | None = None) -> dict[str, Any]:
+                    out: dict[str, Any], bad_nonfinite: int, oracle: _Oracle | None = None,
+                    copy: bool = False) -> dict[str, Any]:
+    """`copy`: a is b (the output's bytes were the oracle's): no difference to take."""
     if a.size == 0:
         out.update(max_abs=0.0, max_rel=0.0, nmse=0.0, cosine=1.0, need_atol=0.0, need_rtol=0.0, bad=bad_nonfinite)
         return out
-    diff = a - b
-    d = np.abs(diff)
-    if oracle is not None:
-        absb, floor_b = oracle.absb, oracle.floor_b
-    else:
-        absb = np.abs(b)
-        floor_b = np.maximum(absb, TINY)
-    max_abs = float(_MAX(d))  # = d.max() without its Python wrapper (cold: a few µs each)
+    absb = oracle.absb if oracle is not None else np.abs(b)
+    floor_b = oracle.floor_b if oracle is not None else np.maximum(absb, TINY)
+    diff = None if copy else a - b
+    d = None if copy else np.abs(diff)
+    max_abs = 0.0 if copy else float(_MAX(d))  # = d.max() without its Python wrapper (cold: a few µs each)
     out["max_abs"] = max_abs
     exact = max_abs == 0  # an exact copy (often: a quantised gather, a KV cache): every error below is 0
     out["max_rel"] = 0.0 if exact else float(_MAX(d / floor_b))
     num = 0.0 if exact else float(diff.dot(diff))
     out["nmse"] = num / bb if bb > 0 else (0.0 if num == 0 else math.inf)  # bb = Σb²
     na, nb = math.sqrt(aa), math.sqrt(bb)  # = np.linalg.norm, without its checks
-    out["cosine"] = float(a.dot(b) / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
+    ab = bb if copy else a.dot(b)
+    out["cosine"] = float(ab / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
     if integer:  # quantised values: judged in quantisation steps
         out["integer"] = True
         out["need_atol"] = max_abs
         out["need_rtol"] = 0.0
-        out["bad"] = (int(np.count_nonzero(d > tol.int_atol)) if max_abs > tol.int_atol else 0) + bad_nonfinite
+        out["bad"] = (int(np.count_nonzero(d > tol.int_atol)) if max_abs > tol.int_atol and not exact else 0) + bad_nonfinite
         return out
     atol = effective_atol(tol, b) if getattr(tol, "atol_rms", 0.0) else float(tol.atol)
     if atol != tol.atol:
@@ -232,19 +232,20 @@ def _finite_metrics(a: np.ndarray, b: np.ndarray, aa: float, bb: float, integer:
     rel_part = oracle.rel_part(tol.rtol) if oracle is not None else tol.rtol * absb
     need_atol = 0.0 if exact else float(max(0.0, _MAX(d - rel_part)))  # rel_part >= 0
     out["need_atol"] = need_atol
-    if max_abs <= atol:  # every d − atol ≤ 0: the smallest rtol needed is 0
+    if max_abs <= atol or exact:  # every d − atol ≤ 0: the smallest rtol needed is 0
         out["need_rtol"] = 0.0
     elif atol:
         out["need_rtol"] = float(max(0.0, _MAX((d - atol) / floor_b)))
     else:  # (d − 0) / floor_b is d / floor_b
         out["need_rtol"] = out["max_rel"]
-    out["bad"] = (0 if max_abs < atol else int(np.count_nonzero(d > atol + rel_part))) + bad_nonfinite  # |Δ| < atol: within
+    # |Δ| < atol, or 0 (then every |Δ| <= atol + rtol·|b| too, atol 0 included): within
+    out["bad"] = (0 if max_abs < atol or exact else int(np.count_nonzero(d > atol + rel_part))) + bad_nonfinite
     return out
 
 
 def effective_atol(tol: Tolerance, expected: np.ndarray) -> float:
-    """atol + atol_rms * RMS(expected): the absolute bound, scaled with the data where the profile
-    says so (older tolerance records have no atol_rms: 0)."""
+    """atol + atol_rms * RMS(expected): the absolute bound, scaled with the data where the profile says
+    so (older tolerance records have no atol_rms: 0)."""
     scale = float(getattr(tol, "atol_rms", 0.0) or 0.0)
     if not scale or expected.size == 0:
         return float(tol.atol)
@@ -261,8 +262,8 @@ class Judgement:
     status: str | None = None
 
 
-#: Every summary metric a cell may carry (tensor metrics, then the zoo's logit metrics), and
-#: whether higher is better: the one list the matrix, pytest's message and the report read.
+#: Every summary metric a cell may carry (tensor, then the zoo's logit metrics), and whether higher is
+#: better: the one list the matrix, pytest's message and the report read.
 METRICS: dict[str, bool] = {"max_abs": False, "max_rel": False, "nmse": False, "cosine": True, "need_atol": False,
                             "need_rtol": False, "top1": True, "top5": True, "kl": False, "kl_max": False}
 METRIC_NAMES = tuple(METRICS)
@@ -319,9 +320,8 @@ def _judge_step(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndar
 
 
 def worst(metric_dicts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The worst value of each summary metric over outputs or steps (lowest cosine and top-1,
-    highest everything else; the first of equals, as min() and max() give it). Plain loops: every
-    cell of a multi-output case comes here, and comprehensions and lambdas cost ~25 µs cold."""
+    """The worst value of each summary metric over outputs or steps (lowest cosine and top-1, highest
+    everything else; the first of equals, as min() and max() give it). Plain loops: ~25 µs less, cold."""
     out: dict[str, Any] = {}
     if len(metric_dicts) == 1:  # one output or one step (most cells): its own values
         only = metric_dicts[0]
@@ -376,11 +376,10 @@ def judge_readings(actual_steps: list[Mapping[str, np.ndarray]], expected_steps:
                    mask_steps: list[Mapping[str, np.ndarray]], tol: Tolerance,
                    alternates: Mapping[str, list[Mapping[str, np.ndarray]]] | None = None,
                    excluded: Mapping[str, list[Mapping[str, np.ndarray]]] | None = None) -> tuple[str, Judgement]:
-    """The verdict of a cell that ran, as the matrix and a repro bundle both give it: "pass",
-    "ambiguous" (fails the chosen reading of the operator text but matches another reading it
-    allows: metrics["matches_reading"] names it), or "mismatch". A mismatch that matches a
-    reading the text rules out (`excluded`) stays a mismatch; metrics["matches_excluded_reading"]
-    and the message name that reading, so the finding says what the backend does."""
+    """The verdict of a cell that ran, as the matrix and a repro bundle both give it: "pass", "ambiguous"
+    (fails the chosen reading of the operator text but matches another it allows: metrics["matches_reading"]),
+    or "mismatch". A mismatch that matches a reading the text rules out (`excluded`) stays a mismatch;
+    metrics["matches_excluded_reading"] and the message name it, so the finding says what the backend does."""
     j = judge_steps(actual_steps, expected_steps, mask_steps, tol)
     if j.passed:
         return "pass", j

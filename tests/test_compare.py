@@ -194,6 +194,29 @@ def test_an_exact_copy_of_an_oracle_with_tied_rows_keeps_every_choice():
     assert tensor_metrics(a, b, TOL)["top1"] == _top1_by_definition(a, b) == 2 / 3
 
 
+def test_an_output_with_the_oracles_bytes_is_judged_as_the_arithmetic_would_and_a_lossy_cast_is_not():
+    """An output whose bytes are the oracle's values in its own dtype (a KV cache, a quantised
+    gather) skips the arithmetic: it must get exactly the metrics the arithmetic gives (an oracle
+    passed as a list is never kept, so it goes the long way). An output that only equals the
+    oracle after a lossy cast (float64 0.1 as float32, 300 wrapped into int8) is no copy."""
+    from harness.compare import _oracle
+
+    steps = Tolerance("q", atol=0.0, rtol=0.0, max_nmse=0.0, reason="test", int_atol=1.0)
+    b32 = np.random.default_rng(3).standard_normal((4, 16)).astype(np.float32)
+    q = np.arange(-8, 8, dtype=np.int8).reshape(2, 8)
+    for b, act, tol in [(b32.astype(np.float64), b32.copy(), TOL), (q.astype(np.int32), q.copy(), steps),
+                        (b32.astype(np.float64), b32.astype(np.float64), TOL)]:
+        kept = tensor_metrics(act, b, tol)
+        assert _oracle(b, None).bytes_as(act.dtype) == act.tobytes()  # the copy path was open
+        assert list(kept.items()) == list(tensor_metrics(act, b.tolist(), tol).items())
+        assert kept["max_abs"] == kept["bad"] == 0
+    b = np.array([[0.1, 0.2], [0.3, 0.4]])
+    lossy = tensor_metrics(b.astype(np.float32), b, TOL)
+    assert lossy["max_abs"] == np.abs(b.astype(np.float32) - b).max() > 0
+    wrapped = tensor_metrics(np.array([44, 1], np.int8), np.array([300, 1], np.int16), steps)
+    assert (wrapped["max_abs"], wrapped["bad"]) == (256, 1)
+
+
 def test_an_empty_output_with_rows_is_judged_without_a_top1():
     """A (0, n) output has no rows to count: it passes against an empty oracle (it divided by
     zero before)."""
