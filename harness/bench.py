@@ -5,7 +5,10 @@ Every ratio compares two things measured in the same invocation, in alternating 
 reference dropped, then gc.collect()) before anything else is timed, so no idle pool spins a
 core under another measurement (ORT's intra-op spinning is also off: harness/backends/ort.py).
 The whole measurement runs twice (pass A, pass B) and each ratio's spread between the passes
-is printed: a ratio is reported as stable when the two agree to within 10%.
+is printed: a ratio is reported as stable when the two agree to within 10%. A cell overhead the
+two passes disagree on is measured a third time (pass C: its family's cases only), and its goal
+is judged on the median of the three (one slow stretch of a shared host is outvoted by two
+passes that agree); every other goal on the larger of the two passes.
 
 - harness cell (`run_cell`: prepare, run every step, judge, record) vs the bare runtime on the
   same bytes (ORT: `InferenceSession` + `run` with the harness's own session options; the
@@ -36,7 +39,8 @@ import numpy as np
 
 from . import backends
 from .backends.base import ModelRef
-from .runner import execute_steps, run_cell
+from .bench_bare import bare_runner
+from .runner import run_cell
 
 STABLE = 0.10
 
@@ -51,49 +55,6 @@ def _time(fn: Callable[[], Any]) -> float:
     dt = time.perf_counter() - t0
     _free()  # the session made inside fn is gone before the next measurement starts
     return dt
-
-
-def _bare(name: str, backend, built, model_bytes: bytes) -> Callable[[], None]:
-    """The runtime without the harness: same bytes, same session options, no judging."""
-    inner = getattr(backend, "inner", backend)
-    if hasattr(inner, "_options") and hasattr(inner, "provider"):
-        import onnxruntime as ort
-
-        def run_ort():
-            sess = ort.InferenceSession(model_bytes, sess_options=inner._options(), providers=[inner.provider])
-            prev: dict = {}
-            for i, feeds in enumerate(built.feeds):
-                f = dict(feeds)
-                if i:
-                    f.update({inp: prev[out] for out, inp in built.carry.items()})
-                names = [o.name for o in sess.get_outputs()]
-                prev = dict(zip(names, sess.run(names, f)))
-        return run_ort
-    if name == "reference":
-        from onnx.reference import ReferenceEvaluator
-
-        from .backends.reference import name_unused_outputs
-        from .refops import all_ops
-
-        def run_ref():
-            ev = ReferenceEvaluator(name_unused_outputs(built.model), new_ops=all_ops())
-            prev: dict = {}
-            ins = set(ev.input_names)
-            for i, feeds in enumerate(built.feeds):
-                f = {k: v for k, v in feeds.items() if k in ins}
-                if i:
-                    f.update({inp: prev[out] for out, inp in built.carry.items()})
-                prev = dict(zip(ev.output_names, ev.run(None, f)))
-        return run_ref
-    plain = backends.get(name, isolated=False)
-
-    def run_plain():
-        s = plain.prepare(ModelRef(built.model))
-        try:
-            execute_steps(s, built)
-        finally:
-            s.close()
-    return run_plain
 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
@@ -126,7 +87,7 @@ def _cell_ratios(cases, names: list[str], repeat: int, progress: Callable[[str],
                 _free()
                 if first["status"] not in ("pass", "mismatch", "ambiguous"):
                     continue  # a refused or failing cell has no fair bare counterpart
-                bare = _bare(n, b, built, model_bytes)
+                bare = bare_runner(n, b, built, model_bytes)
                 try:
                     bare()
                 except Exception:  # noqa: BLE001 - bare run refused where the harness ran: skip
@@ -330,6 +291,29 @@ def _progress_printer(stream) -> Callable[[str], None]:
 DEFAULT_REPEAT = 5
 
 
+def _third_pass(cases, names: list[str], repeat: int, unstable: list[str], say: Callable[[str], None]
+                ) -> dict[str, float]:
+    """Pass C: the cases of each family whose cell overhead (one with a goal) passes A and B disagree
+    on, measured once more on that backend; only those overheads are returned (the other ratios time
+    whole commands or the selection's first case: a subset's third pass would measure something else)."""
+    overheads = [k.split() for k in unstable if k.startswith("overhead ")]
+    subset = [c for c in cases if c.family in {f for _, _, f in overheads}]
+    if not subset:
+        return {}
+    wanted = {b for _, b, _ in overheads}
+    rows = _cell_ratios(subset, [n for n in names if n in wanted], repeat, lambda m: say(f"pass C: {m}"))["overhead"]
+    measured = {f"overhead {x['backend']} {x['family']}": x["overhead"] for x in rows}
+    return {k: v for k, v in measured.items() if k in unstable}
+
+
+def judged_value(s: dict[str, Any]) -> float:
+    """What a ratio's goal is judged on: the larger of passes A and B, or, where a third pass was
+    measured (A and B disagreed), the median of the three."""
+    if "pass_c" in s:
+        return statistics.median((s["pass_a"], s["pass_b"], s["pass_c"]))
+    return max(s["pass_a"], s["pass_b"])
+
+
 def bench(cases, names: list[str], baseline: str = "ort-cpu", repeat: int = DEFAULT_REPEAT, as_json: bool = False,
           runs: bool = True, progress=None, polygraphy: bool = True) -> int:
     if baseline not in names:
@@ -343,9 +327,12 @@ def bench(cases, names: list[str], baseline: str = "ort-cpu", repeat: int = DEFA
     stability = {k: {"pass_a": a[k], "pass_b": b[k], "spread": round(abs(a[k] - b[k]) / max(min(a[k], b[k]), 1e-12), 3),
                      "stable": abs(a[k] - b[k]) <= STABLE * min(a[k], b[k]), "goal": goal_of(k, baseline)}
                  for k in a if k in b}
+    third = _third_pass(cases, names, repeat, [k for k, s in stability.items() if not s["stable"] and s["goal"]], say)
+    for k, v in third.items():
+        stability[k]["pass_c"] = v
     for s in stability.values():
         if s["goal"] is not None:
-            s["meets_goal"] = max(s["pass_a"], s["pass_b"]) <= s["goal"]
+            s["meets_goal"] = judged_value(s) <= s["goal"]
     result = {"repeat": repeat, "passes": [{k: v for k, v in p.items()} for p in passes], "stability": stability}
     for p in result["passes"]:
         p["cells"].pop("cell_seconds", None)
@@ -353,10 +340,11 @@ def bench(cases, names: list[str], baseline: str = "ort-cpu", repeat: int = DEFA
         print(json.dumps(result, indent=1))
         return 0
     print(f"onnx-compat bench: {len(cases)} case(s) × {', '.join(names)}; medians of {repeat} alternating "
-          "repetitions, two passes")
+          "repetitions, two passes (a third where a cell overhead's two disagree)")
     print(f"{'ratio':<44} {'pass A':>8} {'pass B':>8} {'spread':>7}  goal")
     for k, s in stability.items():
-        flag = "" if s["stable"] else "  (unstable: > 10%)"
+        flag = "" if s["stable"] else "  (unstable: > 10%" + (f"; pass C {s['pass_c']:.3f}: the median meets it or not)"
+                                                             if "pass_c" in s else ")")
         goal = "" if s["goal"] is None else f"  ≤ {s['goal']:g}: {'met' if s['meets_goal'] else 'NOT met'}"
         print(f"{k:<44} {s['pass_a']:>8.3f} {s['pass_b']:>8.3f} {100 * s['spread']:>6.1f}%{goal}{flag}")
     p = passes[0]
