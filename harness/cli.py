@@ -144,10 +144,10 @@ def cmd_check(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench
+    from .bench import bench, default_sample
 
-    from .bench import default_sample
-
+    if args.repeat < 1:
+        raise UsageError(f"--repeat {args.repeat}: use 1 or more (each is one timed pair per measurement)")
     cases = selected_cases(args)
     if args.k is None and args.m is None:  # bounded by default: a few cases of every family
         cases = default_sample(cases)

@@ -191,3 +191,11 @@ def test_a_cell_overhead_the_two_passes_disagree_on_is_measured_again_and_judged
     assert (norm["pass_c"], norm["meets_goal"]) == (1.40, False)  # median of 1.20, 1.45, 1.40
     assert "pass_c" not in mha and mha["meets_goal"] is True
     assert bench.judged_value({"pass_a": 1.2, "pass_b": 1.31}) == 1.31
+
+
+def test_bench_refuses_no_repetitions_in_one_line(run_cli):
+    """--repeat 0 timed nothing and ended in a StatisticsError traceback; now a usage error."""
+    r = run_cli("bench", "--repeat", "0", "-k", "rotary/ms-3d and fp32 and b2s5h4d16", check=2)
+    assert r.stderr.strip().splitlines() == ["onnx-compat bench: error: --repeat 0: use 1 or more (each is one "
+                                             "timed pair per measurement)"]
+
