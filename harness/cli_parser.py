@@ -127,8 +127,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         selection(be)
         be.add_argument("--backends", metavar="a,b", help="backends to time (default: the baseline and reference)")
         be.add_argument("--baseline", default="ort-cpu", metavar="BACKEND")
-        be.add_argument("--repeat", type=int, default=5, metavar="N",
-                        help="alternating repetitions of each measurement, medians taken (default 5)")
+        be.add_argument("--repeat", type=int, default=8, metavar="N",
+                        help="alternating repetitions of each measurement, medians taken (default 8)")
         be.add_argument("--json", action="store_true")
         be.add_argument("--no-runs", action="store_true", help="skip the whole-run timings (serial/--jobs 2/--in-process)")
         be.add_argument("--no-polygraphy", action="store_true", help="skip check vs `polygraphy run` (whole processes)")

@@ -199,3 +199,10 @@ def test_bench_refuses_no_repetitions_in_one_line(run_cli):
     assert r.stderr.strip().splitlines() == ["onnx-compat bench: error: --repeat 0: use 1 or more (each is one "
                                              "timed pair per measurement)"]
 
+
+
+def test_the_command_lines_default_repeat_is_the_benchs():
+    """The parser names the default without importing bench (numpy, the backends): the two agree."""
+    from harness.cli_parser import build_parser
+
+    assert build_parser(["bench"]).parse_args(["bench"]).repeat == bench.DEFAULT_REPEAT
