@@ -15,8 +15,8 @@ passes that agree); every other goal on the larger of the two passes.
   reference: `ReferenceEvaluator` + `run`; others: the backend's prepare + run), per backend
   and per family: per case the median of each repetition's pair ratio, per family the median
   over its cases. A case's pairs are timed back to back, as a run judges a case's columns one
-  after another (timing every case in turn evicts each cell's own case data: gqa read 1.26-1.36
-  that way, 1.16-1.24 this way);
+  after another (timing every case in turn evicts each cell's own case data: gqa's passes had a
+  median of 1.31 that way, 1.22 this way);
 - reference vs each other backend, per cell (harness cells);
 - a run of the selection: serial vs `--jobs 2`, and the supervised worker vs `--in-process`;
 - `check` of one bundle vs the same bundle run bare (load the npz files, a session, run,
