@@ -232,9 +232,13 @@ def _polygraphy_ratio(case, name: str, repeat: int) -> dict[str, Any]:
     return m
 
 
+def _overhead_key(row: dict[str, Any]) -> str:
+    return f"overhead {row['backend']} {row['family']}"
+
+
 def _ratios(m: dict[str, Any]) -> dict[str, float]:
     """Every ratio of one pass, flat, for the stability comparison."""
-    r = {f"overhead {x['backend']} {x['family']}": x["overhead"] for x in m["cells"]["overhead"]}
+    r = {_overhead_key(x): x["overhead"] for x in m["cells"]["overhead"]}
     r.update({f"reference/{x['backend']}": x["reference_over_backend"] for x in m["cells"]["reference_vs"]})
     if "check_over_bare" in m.get("check", {}):
         r["check/bare"] = m["check"]["check_over_bare"]
@@ -294,19 +298,18 @@ def _progress_printer(stream) -> Callable[[str], None]:
 DEFAULT_REPEAT = 8
 
 
-def _third_pass(cases, names: list[str], repeat: int, unstable: list[str], say: Callable[[str], None]
-                ) -> dict[str, float]:
+def _third_pass(cases, names: list[str], repeat: int, pass_a: dict[str, Any], unstable: list[str],
+                say: Callable[[str], None]) -> dict[str, float]:
     """Pass C: the cases of each family whose cell overhead (one with a goal) passes A and B disagree
     on, measured once more on that backend; only those overheads are returned (the other ratios time
     whole commands or the selection's first case: a subset's third pass would measure something else)."""
-    overheads = [k.split() for k in unstable if k.startswith("overhead ")]
-    subset = [c for c in cases if c.family in {f for _, _, f in overheads}]
+    again = [x for x in pass_a["cells"]["overhead"] if _overhead_key(x) in unstable]
+    subset = [c for c in cases if c.family in {x["family"] for x in again}]
     if not subset:
         return {}
-    wanted = {b for _, b, _ in overheads}
+    wanted = {x["backend"] for x in again}
     rows = _cell_ratios(subset, [n for n in names if n in wanted], repeat, lambda m: say(f"pass C: {m}"))["overhead"]
-    measured = {f"overhead {x['backend']} {x['family']}": x["overhead"] for x in rows}
-    return {k: v for k, v in measured.items() if k in unstable}
+    return {_overhead_key(x): x["overhead"] for x in rows if _overhead_key(x) in unstable}
 
 
 def judged_value(s: dict[str, Any]) -> float:
@@ -330,7 +333,8 @@ def bench(cases, names: list[str], baseline: str = "ort-cpu", repeat: int = DEFA
     stability = {k: {"pass_a": a[k], "pass_b": b[k], "spread": round(abs(a[k] - b[k]) / max(min(a[k], b[k]), 1e-12), 3),
                      "stable": abs(a[k] - b[k]) <= STABLE * min(a[k], b[k]), "goal": goal_of(k, baseline)}
                  for k in a if k in b}
-    third = _third_pass(cases, names, repeat, [k for k, s in stability.items() if not s["stable"] and s["goal"]], say)
+    third = _third_pass(cases, names, repeat, passes[0], [k for k, s in stability.items() if not s["stable"] and s["goal"]],
+                        say)
     for k, v in third.items():
         stability[k]["pass_c"] = v
     for s in stability.values():

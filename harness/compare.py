@@ -48,7 +48,8 @@ def _tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
                     mask: np.ndarray | None) -> dict[str, Any]:
     act = np.asarray(actual)
     o = _oracle(expected, mask)
-    same = o.bytes_as(act.dtype) if act.shape == o.shape else None
+    shaped = act.shape == o.shape  # else compared flattened: no rows, no bytes to match
+    same = o.bytes_as(act.dtype) if shaped else None
     copy = same is not None and act.tobytes() == same
     if copy:  # the oracle's own values (a KV cache, a quantised gather): no cast, no a·a
         a, aa = o.b, o.bb
@@ -59,9 +60,9 @@ def _tensor_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
         # a·a, b·b (the cosine's norms) are finite where every element is and no square overflows
         aa = float(a.dot(a))
         if not (math.isfinite(aa) and math.isfinite(o.bb)):
-            return _nonfinite_metrics(a, o.b, o.rows if act.shape == o.shape else None, o.integer, tol)
+            return _nonfinite_metrics(a, o.b, o.rows if shaped else None, o.integer, tol)
     out: dict[str, Any] = {"n": int(o.b.size)}
-    rows = o.rows is not None and act.shape == o.shape
+    rows = o.rows is not None and shaped
     if rows:
         out["top1"] = 1.0  # its place in the record; counted below where any row may differ
     out["nonfinite_mismatch"] = 0
@@ -81,7 +82,7 @@ class _Oracle:
     __slots__ = ("shape", "sel", "b", "bb", "integer", "rows", "top1_margin", "_argmax", "absb", "floor_b", "_rel",
                  "reused", "_bytes", "nbytes")
 
-    def __init__(self, exp: np.ndarray, mask: np.ndarray | None):
+    def __init__(self, exp: np.ndarray, mask: np.ndarray | None, reused: bool = False):
         self.shape = exp.shape
         self.sel = None
         b = np.asarray(exp, dtype=np.float64).ravel()
@@ -99,7 +100,7 @@ class _Oracle:
         self._argmax = self.absb = self.floor_b = None
         self.top1_margin = 0.0
         self._rel: dict[float, np.ndarray] = {}
-        self.reused = False  # set where the cache keeps it for later outputs (_oracle)
+        self.reused = reused  # kept by the cache for later outputs (_oracle)
         self._bytes: dict[np.dtype, bytes | None] = {}
         self.nbytes = b.nbytes * 6  # b, |b|, max(|b|, TINY), rtol·|b|, and up to two dtypes' bytes_as
         if math.isfinite(self.bb):  # what the finite path needs; NaN/Inf go the careful way
@@ -166,8 +167,7 @@ def _oracle(expected: np.ndarray, mask: np.ndarray | None) -> _Oracle:
     global _ORACLE_BYTES
     if hit is not None:  # a dead array's id, reused: its entry goes
         _ORACLE_BYTES -= _ORACLES.pop(key)[2].nbytes
-    o = _Oracle(exp, mask)
-    o.reused = True
+    o = _Oracle(exp, mask, reused=True)
     _ORACLES[key] = (weakref.ref(exp), weakref.ref(mask) if mask is not None else None, o)
     _ORACLE_BYTES += o.nbytes
     while _ORACLE_BYTES > ORACLE_CACHE_BYTES and len(_ORACLES) > 1:  # the oldest go first
